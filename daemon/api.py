@@ -1,0 +1,127 @@
+"""The local HTTP API (aiohttp). Handlers only read the hub's published bytes; they never touch state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from daemon.config import Config, parse_duration
+from daemon.hub import Hub, Published
+from daemon.state import DependencyStatus, OverrideCommand
+
+MAX_WAIT = 300.0  # a blocking query waits at most 5 minutes, as Consul's do
+DEFAULT_WAIT = 300.0
+
+
+@dataclass
+class Runtime:
+    """What the handlers share: the config, the hub, the owner's inbox, and the tasks to watch."""
+
+    config: Config
+    hub: Hub
+    inbox: asyncio.Queue[DependencyStatus | OverrideCommand]
+    tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+JSON = "application/json"
+
+
+def error(status: int, code: str, message: str, **headers: str) -> web.Response:
+    """The contract's error body: ``{"error": {"code": ..., "message": ...}}``."""
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    return web.Response(status=status, body=body, content_type=JSON, headers=headers)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """A JSON answer."""
+    return web.Response(status=status, body=orjson.dumps(data), content_type=JSON)
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn aiohttp's plain-text 404/405 (and any other HTTP error) into JSON errors."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error(405, "method_not_allowed", f"{request.method} is not allowed here; use {allowed}", Allow=allowed)
+    except web.HTTPNotFound:
+        return error(404, "not_found", f"no such endpoint: {request.path}")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+
+
+def _headers(pub: Published) -> dict[str, str]:
+    return {"ETag": pub.etag, "X-Failsoft-Index": str(pub.seq), "Cache-Control": "no-cache"}
+
+
+def _query_number(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise web.HTTPBadRequest(text=f"{name} must be a whole number of 0 or more, got {raw[:40]!r}")
+    return int(raw)
+
+
+async def service_level(request: web.Request) -> web.StreamResponse:
+    """``GET /service-level``: the State; 304 on a matching ETag; a blocking query with ``index``/``wait``."""
+    rt = request.app[RUNTIME]
+    index = _query_number(request, "index")
+    wait = DEFAULT_WAIT
+    if "wait" in request.query:
+        try:
+            wait = min(parse_duration(request.query["wait"]), MAX_WAIT)
+        except ValueError:
+            raise web.HTTPBadRequest(text=f"wait must be a duration like 30s or 5m, got {request.query['wait'][:40]!r}") from None
+    pub = rt.hub.current
+    if index is not None and pub is not None and pub.seq <= index:
+        pub = await rt.hub.wait_past(index, wait)
+    if pub is None:
+        return error(503, "starting", "the daemon is starting")
+    if request.headers.get("If-None-Match") == pub.etag:
+        return web.Response(status=304, headers=_headers(pub))
+    status = 503 if pub.snapshot.level == "unknown" else 200
+    return web.Response(status=status, body=pub.body, content_type=JSON, headers=_headers(pub))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz``: 200 while the owner and every scheduler task run. Never looks at dependencies."""
+    rt = request.app[RUNTIME]
+    dead = sorted(name for name, task in rt.tasks.items() if task.done())
+    if dead:
+        return error(503, "not_running", f"tasks stopped: {', '.join(dead)}")
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """``GET /readyz``: 200 once every dependency was probed once and a level was computed."""
+    pub = request.app[RUNTIME].hub.current
+    if pub is None or not pub.snapshot.ready or pub.snapshot.level == "unknown":
+        waiting = [] if pub is None else [n for n, d in pub.snapshot.dependencies.items() if not d.probes]
+        return error(503, "not_ready", "waiting for the first probe of: " + (", ".join(waiting) or "the level"))
+    return json_response({"status": "ready", "level": pub.snapshot.level})
+
+
+def build_app(runtime: Runtime, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
+    """The aiohttp application with every route."""
+    app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
+    app[RUNTIME] = runtime
+    app.add_routes([
+        web.get("/service-level", service_level, allow_head=False),
+        web.get("/healthz", healthz, allow_head=False),
+        web.get("/readyz", readyz, allow_head=False),
+        *(extra_routes or []),
+    ])
+    return app

@@ -1,0 +1,147 @@
+"""The daemon's lifecycle in three phases: startup, main loop, shutdown (as uvicorn does).
+
+Signals only set an event; shutdown is bounded so that SIGTERM ends the process within 5 seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from daemon import api
+from daemon.breaker import Breaker
+from daemon.clock import Clock, SystemClock
+from daemon.config import Config
+from daemon.hub import Hub
+from daemon.scheduler import DependencyScheduler
+from daemon.state import ServiceState, run_owner
+from probes import KINDS
+from probes.base import ProbeHooks
+
+log = structlog.get_logger("failsoft.daemon")
+
+SHUTDOWN_GRACE = 3.0  # in-flight answers get this long; the whole shutdown stays under 5 s
+
+
+class StartupError(Exception):
+    """The daemon cannot start (the port is taken, ...); the message says what to do."""
+
+
+@dataclass
+class Daemon:
+    """One running failsoft: its runtime, schedulers and HTTP server."""
+
+    config: Config
+    clock: Clock
+    runtime: api.Runtime
+    state: ServiceState
+    schedulers: list[DependencyScheduler]
+    runner: web.AppRunner
+    port: int = 0
+
+    @classmethod
+    async def start(cls, config: Config, clock: Clock | None = None) -> Daemon:
+        """Startup: build everything, bind the port, then start the owner and the probes."""
+        clock = clock or SystemClock()
+        hub = Hub()
+        inbox: asyncio.Queue = asyncio.Queue()  # type: ignore[type-arg]
+        heartbeat = config.publish.heartbeat if config.publish else 5.0
+        state = ServiceState(config, clock, validity=3 * heartbeat)
+        runtime = api.Runtime(config=config, hub=hub, inbox=inbox)
+        redact = config.redactor()
+        schedulers = [
+            DependencyScheduler(
+                Breaker(dep.name, dep.kind, dep.settings),
+                _probe_factory(dep.kind, dep.options, dep.settings.timeout),
+                inbox.put_nowait,
+                clock,
+                redact,
+            )
+            for dep in config.dependencies.values()
+        ]
+        runner = web.AppRunner(api.build_app(runtime), handle_signals=False, access_log=None,
+                               shutdown_timeout=SHUTDOWN_GRACE)
+        await runner.setup()
+        host, port = config.http.host, config.http.port
+        try:
+            site = web.TCPSite(runner, host, port, reuse_address=True)
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            hint = "choose another port in http.listen, or 0 for a free one"
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(f"http.listen {host}:{port}: the address is already in use ({hint})") from None
+            raise StartupError(f"http.listen {host}:{port}: cannot listen ({exc.strerror or exc})") from None
+        bound = _bound_port(runner) or port
+        daemon = cls(config, clock, runtime, state, schedulers, runner, bound)
+        runtime.tasks["owner"] = asyncio.create_task(run_owner(state, inbox, hub, refresh=heartbeat), name="owner")
+        for s in schedulers:
+            runtime.tasks[f"probe:{s.name}"] = asyncio.create_task(s.run(), name=f"probe:{s.name}")
+        log.info("listening", host=host, port=bound, url=f"http://{_url_host(host)}:{bound}",
+                 service=config.service, dependencies=list(config.dependencies))
+        return daemon
+
+    async def wait_stopped(self, stop: asyncio.Event) -> None:
+        """Main loop: run until ``stop`` is set, or a core task dies (then stop too, loudly)."""
+        stop_task = asyncio.create_task(stop.wait())
+        tasks = {stop_task, *self.runtime.tasks.values()}
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
+        for task in done:
+            if task is not stop_task and not task.cancelled() and task.exception() is not None:
+                log.error("task_crashed", task=task.get_name(), error=repr(task.exception()))
+                raise RuntimeError(f"task {task.get_name()} crashed") from task.exception()
+
+    async def stop(self) -> None:
+        """Shutdown: stop probing, finish answers in flight, close connections."""
+        self.runtime.stopping.set()
+        for task in self.runtime.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.runtime.tasks.values(), return_exceptions=True)
+        await asyncio.gather(*(s.aclose() for s in self.schedulers), return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.runner.cleanup(), SHUTDOWN_GRACE + 0.5)
+        log.info("stopped")
+
+
+def _probe_factory(kind: str, options: object, timeout: float) -> Callable[[Callable[[], None]], object]:
+    def make(wake: Callable[[], None]) -> object:
+        return KINDS[kind].create(options, timeout, ProbeHooks(connection_lost=wake))
+
+    return make
+
+
+def _bound_port(runner: web.AppRunner) -> int | None:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    return None
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - only turning a bind address into a URL to print
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+async def serve(config: Config, *, ready: Callable[[Daemon], None] | None = None) -> None:
+    """Run the daemon until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    daemon = await Daemon.start(config)
+    if ready is not None:
+        ready(daemon)
+    try:
+        await daemon.wait_stopped(stop)
+    finally:
+        log.info("stopping")
+        await daemon.stop()

@@ -1,0 +1,111 @@
+"""One dependency's circuit breaker: probe outcomes in, dependency status and next probe delay out.
+
+Pure given its inputs: the caller passes the outcome, the measured latency and the clock readings, and the
+random source for jitter is injected, so every path is testable without sleeping.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from daemon.config import ProbeSettings
+from policies.model import BreakerState, DependencyStatus, DepState
+from probes.base import Outcome, Verdict
+
+CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+
+# The only moves a breaker makes. Anything else is a bug and raises.
+TRANSITIONS = frozenset({(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED), (HALF_OPEN, OPEN)})
+
+
+class IllegalTransition(RuntimeError):
+    """A breaker move outside ``TRANSITIONS``."""
+
+
+class Breaker:
+    """Tracks one dependency. ``record`` returns the seconds to wait before the next probe."""
+
+    def __init__(self, name: str, kind: str, settings: ProbeSettings, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.status = DependencyStatus(name=name, kind=kind)
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._successes = 0  # consecutive successes while half open
+        self._attempt = 0  # consecutive failed re-probes while open: the backoff exponent
+
+    def record(self, outcome: Outcome, latency: float, now: datetime) -> float:
+        """Take one probe outcome; update ``status``; return the delay until the next probe."""
+        s = self.settings
+        prev = self.status
+        verdict, reason = outcome.verdict, outcome.reason
+        if verdict is Verdict.OK and latency > s.slow_threshold:
+            verdict, reason = Verdict.DEGRADED, "slow"
+        first = prev.probes == 0
+        if verdict in (Verdict.OK, Verdict.DEGRADED):
+            up = DepState.HEALTHY if verdict is Verdict.OK else DepState.DEGRADED
+            breaker, state = self._on_success(prev.breaker, up, first)
+            failures, error = 0, outcome.error if up is DepState.DEGRADED else None
+        else:
+            failures = prev.consecutive_failures + 1
+            breaker, state = self._on_failure(prev.breaker, prev.state, first or verdict is Verdict.FATAL, failures)
+            error = outcome.error
+        retry_at = now + timedelta(seconds=outcome.retry_after) if outcome.retry_after else None
+        self.status = replace(
+            prev,
+            state=state,
+            breaker=breaker,
+            since=now if (state != prev.state or first) else prev.since,
+            latency_ms=round(latency * 1000, 3),
+            consecutive_failures=failures,
+            reason=reason if state is not DepState.HEALTHY else None,
+            last_error=error,
+            retry_at=retry_at,
+            details=dict(outcome.details),
+            probes=prev.probes + 1,
+        )
+        return self._delay(verdict, outcome)
+
+    def _on_success(self, breaker: BreakerState, up: DepState, first: bool) -> tuple[BreakerState, DepState]:
+        if first or breaker is CLOSED:
+            return CLOSED, up
+        if breaker is OPEN:
+            breaker = self._move(OPEN, HALF_OPEN)
+            self._successes = 0
+        self._successes += 1
+        if self._successes >= self.settings.healthy_threshold:
+            self._attempt = 0
+            return self._move(HALF_OPEN, CLOSED), up
+        return HALF_OPEN, DepState.DOWN
+
+    def _on_failure(
+        self, breaker: BreakerState, state: DepState, at_once: bool, failures: int
+    ) -> tuple[BreakerState, DepState]:
+        if breaker is CLOSED:
+            if at_once or failures >= self.settings.unhealthy_threshold:
+                self._attempt = 0
+                return self._move(CLOSED, OPEN), DepState.DOWN
+            return CLOSED, state  # not confirmed yet: keep the state, probe again soon
+        if breaker is HALF_OPEN:
+            self._move(HALF_OPEN, OPEN)
+        self._attempt += 1  # a failed re-probe: wait longer next time
+        return OPEN, DepState.DOWN
+
+    def _move(self, frm: BreakerState, to: BreakerState) -> BreakerState:
+        if (frm, to) not in TRANSITIONS:
+            raise IllegalTransition(f"{self.status.name}: breaker cannot go from {frm} to {to}")
+        return to
+
+    def _delay(self, verdict: Verdict, outcome: Outcome) -> float:
+        s, st = self.settings, self.status
+        if verdict is Verdict.FATAL:
+            delay = s.down_interval.max  # waiting will not heal it; do not hammer
+        elif st.breaker is OPEN:
+            b = s.down_interval
+            cap = min(b.max, b.initial * b.multiplier**self._attempt)
+            delay = self._rng.uniform(b.initial, cap)  # full jitter within [initial, cap]
+        elif st.breaker is HALF_OPEN or st.consecutive_failures:
+            delay = s.fast_interval  # confirm a suspected failure (or a recovery) quickly
+        else:
+            delay = s.interval * (1 + s.jitter * self._rng.random())
+        return max(delay, outcome.retry_after or 0.0)

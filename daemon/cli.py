@@ -1,0 +1,133 @@
+"""The ``failsoft`` command: run, check-config, status, watch, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from daemon import __version__
+from daemon.config import ConfigError, load_config, resolve_path, summary
+
+EXIT_OK, EXIT_NOT_FULL, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
+DEFAULT_URL = "http://127.0.0.1:8765"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run one subcommand; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="failsoft", description="Service-level sidecar: probes dependencies "
+                                     "and publishes one service level for the app to degrade by.")
+    parser.add_argument("--version", action="version", version=f"failsoft {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", help="config file (default: $FAILSOFT_CONFIG, else ./failsoft.yaml)")
+    check = sub.add_parser("check-config", help="validate a config file; exit 2 listing every error")
+    check.add_argument("path", nargs="?", help="config file (default: $FAILSOFT_CONFIG, else ./failsoft.yaml)")
+    for name, text in (("status", "print the level and the dependencies; exit 0 full, 1 otherwise, 3 unreachable"),
+                       ("watch", "follow the event stream, one line per event")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--url", default=os.environ.get("FAILSOFT_URL", DEFAULT_URL),
+                       help=f"the daemon's address (default: $FAILSOFT_URL, else {DEFAULT_URL})")
+    demo = sub.add_parser("demo", help="run the daemon against throw-away local PostgreSQL and Redis")
+    demo.add_argument("--port", type=int, default=8765, help="HTTP port for the daemon (default 8765)")
+    args = parser.parse_args(argv)
+    handler = {"run": _run, "check-config": _check, "status": _status, "watch": _watch, "demo": _demo}[args.command]
+    return handler(args)
+
+
+def _load(path: str | None) -> Any:
+    config_path = resolve_path(path)
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        print(f"failsoft: {config_path}: {len(exc.errors)} problem(s) in the configuration:", file=sys.stderr)
+        for e in exc.errors:
+            print(f"  {e}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from daemon import logs
+    from daemon.app import StartupError, serve
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    logs.configure(config.log.level, config.log.format, config.redactor())
+    try:
+        asyncio.run(serve(config))
+    except StartupError as exc:
+        print(f"failsoft: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = _load(args.path)
+    if config is None:
+        return EXIT_CONFIG
+    print(f"{resolve_path(args.path)}: OK")
+    for line in summary(config):
+        print(line)
+    return EXIT_OK
+
+
+def _fetch_state(url: str) -> dict[str, Any] | None:
+    request = urllib.request.Request(url.rstrip("/") + "/service-level", headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - the URL is the user's own daemon
+            return dict(json.load(resp))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 503:  # starting up: the body is still a State with level "unknown"
+            return dict(json.load(exc))
+        return None
+    except (OSError, ValueError):
+        return None
+
+
+def _status(args: argparse.Namespace) -> int:
+    state = _fetch_state(args.url)
+    if state is None:
+        print(f"failsoft: cannot reach the daemon at {args.url}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(format_status(state))
+    best = (state.get("levels") or ["full"])[0]
+    return EXIT_OK if state.get("level") == best else EXIT_NOT_FULL
+
+
+def format_status(state: dict[str, Any]) -> str:
+    """The level line and a table of dependencies, as ``failsoft status`` prints them."""
+    lines = [f"{state.get('service')}: {state.get('level')} (seq {state.get('seq')}, since {state.get('since')})"]
+    if state.get("reason"):
+        lines.append(f"  reason: {state['reason']}")
+    if state.get("active_llm"):
+        lines.append(f"  active LLM: {state['active_llm']}")
+    if state.get("override"):
+        o = state["override"]
+        lines.append(f"  override: {o.get('level')} until {o.get('until')} ({o.get('reason')})")
+    rows = [("DEPENDENCY", "KIND", "STATE", "BREAKER", "LATENCY", "REASON")]
+    for name, d in (state.get("dependencies") or {}).items():
+        latency = f"{d['latency_ms']:.1f}ms" if d.get("latency_ms") is not None else "-"
+        rows.append((name, d.get("kind", ""), d.get("state", ""), d.get("breaker", ""), latency,
+                     d.get("reason") or ""))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines.append("")
+    lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    print("failsoft: watch is not available yet", file=sys.stderr)
+    return EXIT_UNREACHABLE
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from daemon.demo import run_demo
+
+    return run_demo(port=args.port)

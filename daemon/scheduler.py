@@ -1,0 +1,111 @@
+"""One task per dependency: probe under the deadline, classify, feed the breaker, report, wait.
+
+Dependencies never wait for each other: each has its own task, and a probe stuck past its deadline is
+abandoned (cancelled in the background), never awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import structlog
+
+from daemon.breaker import Breaker
+from daemon.clock import Clock
+from daemon.redact import Redactor
+from policies.classify import error_text, exception_reason
+from policies.model import BreakerState, DependencyStatus
+from probes.base import Outcome, Probe, Verdict
+
+log = structlog.get_logger("failsoft.probe")
+
+# How long a cancelled probe may take to unwind before we stop waiting for it (it keeps unwinding alone).
+_UNWIND = 0.1
+
+
+class DependencyScheduler:
+    """Runs one dependency's probe loop until stopped."""
+
+    def __init__(
+        self,
+        breaker: Breaker,
+        make_probe: Callable[[Callable[[], None]], Probe],
+        report: Callable[[DependencyStatus], None],
+        clock: Clock,
+        redact: Redactor,
+        on_probe: Callable[[str, str, float], None] | None = None,
+    ) -> None:
+        self.breaker = breaker
+        self.name = breaker.status.name
+        self._wake = asyncio.Event()
+        self.probe = make_probe(self._wake.set)
+        self._report = report
+        self._clock = clock
+        self._redact = redact
+        self._on_probe = on_probe
+        self._stuck: asyncio.Task[Outcome] | None = None
+
+    async def run(self) -> None:
+        """Probe, report, sleep until the next probe or an early wake-up (a dropped connection)."""
+        while True:
+            self._wake.clear()
+            outcome, latency = await self.probe_once()
+            delay = self.breaker.record(outcome, latency, self._clock.now())
+            self._log(outcome, latency, delay)
+            self._report(self.breaker.status)
+            not_before = self._clock.monotonic() + (outcome.retry_after or 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            # A dropped connection wakes us early, but never before a rate limit's "not before".
+            await asyncio.sleep(max(0.0, not_before - self._clock.monotonic()))
+
+    async def probe_once(self) -> tuple[Outcome, float]:
+        """One probe under the deadline; exceptions become outcomes here and only here."""
+        timeout = self.breaker.settings.timeout
+        start = self._clock.monotonic()
+        if self._stuck is not None and not self._stuck.done():
+            # The last probe is still unwinding after its deadline; do not pile another one on top.
+            return Outcome(Verdict.FAILURE, "timeout", "the previous probe is still stuck"), timeout
+        task = asyncio.get_running_loop().create_task(self.probe.check())
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        latency = self._clock.monotonic() - start
+        if not done:
+            task.cancel()
+            await asyncio.wait({task}, timeout=_UNWIND)
+            if not task.done():
+                self._stuck = task
+                task.add_done_callback(_consume)
+            return Outcome(Verdict.FAILURE, "timeout", f"no answer within {timeout * 1000:g}ms"), latency
+        exc = task.exception()
+        if exc is None:
+            return task.result(), latency
+        reason, fatal = exception_reason(exc)
+        verdict = Verdict.FATAL if fatal else Verdict.FAILURE
+        return Outcome(verdict, reason, self._redact(error_text(exc))), latency
+
+    def _log(self, outcome: Outcome, latency: float, delay: float) -> None:
+        if self._on_probe is not None:
+            self._on_probe(self.name, outcome.reason or str(outcome.verdict), latency)
+        if outcome.verdict in (Verdict.OK, Verdict.DEGRADED):
+            log.debug("probe_ok", dependency=self.name, latency_ms=round(latency * 1000, 2), reason=outcome.reason)
+            return
+        # A dependency already known to be down is logged at debug: a sidecar must not flood the pod's logs.
+        quiet = self.breaker.status.breaker is BreakerState.OPEN and self.breaker.status.consecutive_failures > 1
+        (log.debug if quiet else log.info)(
+            "probe_failed", dependency=self.name, reason=outcome.reason, error=outcome.error,
+            latency_ms=round(latency * 1000, 2), consecutive_failures=self.breaker.status.consecutive_failures,
+            next_probe_s=round(delay, 3),
+        )
+
+    async def aclose(self) -> None:
+        """Release the probe's connections (bounded: a probe must not hang shutdown)."""
+        with contextlib.suppress(Exception, TimeoutError):
+            await asyncio.wait_for(self.probe.aclose(), timeout=1.0)
+
+
+def _consume(task: asyncio.Task[Outcome]) -> None:
+    """Retrieve a stuck probe's late result so asyncio does not warn that it was never read."""
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,324 @@
+"""The one owner of the service's state: dependency statuses in, level, events and snapshots out.
+
+``ServiceState`` is plain synchronous code driven by ``run_owner``, the single task that mutates it; readers
+only ever see the immutable ``Snapshot`` and ``Event`` values it hands to the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+
+from daemon.clock import Clock, iso
+from daemon.config import Config
+from policies.failover import FailoverMachine
+from policies.machine import LevelMachine
+from policies.model import BreakerState, DependencyStatus, DepState
+from policies.rules import Evaluation, evaluate
+
+log = structlog.get_logger("failsoft.state")
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A level forced by an operator until ``until``."""
+
+    level: str
+    reason: str
+    until: datetime
+    until_mono: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``override`` field of the State."""
+        return {"level": self.level, "reason": self.reason, "until": iso(self.until)}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One published change; ``seq`` is the State's seq right after it."""
+
+    type: str
+    seq: int
+    at: datetime
+    fields: Mapping[str, Any]
+
+    def to_dict(self, service: str, boot: str) -> dict[str, Any]:
+        """The event as published (HTTP stream, history, Redis)."""
+        return {"type": self.type, "service": service, "boot": boot, "seq": self.seq, "at": iso(self.at),
+                **self.fields}
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The State: what ``GET /service-level`` answers. Immutable; a new one per change."""
+
+    service: str
+    boot: str
+    level: str
+    seq: int
+    since: datetime | None
+    reason: str | None
+    message: str | None
+    capabilities: tuple[str, ...] | None
+    active_llm: str | None
+    override: Override | None
+    dependencies: Mapping[str, DependencyStatus]
+    updated_at: datetime
+    valid_until: datetime
+    levels: tuple[str, ...] = ()
+    ready: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body, field order as in the contract."""
+        return {
+            "service": self.service,
+            "boot": self.boot,
+            "level": self.level,
+            "seq": self.seq,
+            "since": iso(self.since),
+            "reason": self.reason,
+            "message": self.message,
+            "capabilities": list(self.capabilities) if self.capabilities is not None else None,
+            "active_llm": self.active_llm,
+            "override": self.override.to_dict() if self.override else None,
+            "dependencies": {name: dependency_dict(d) for name, d in self.dependencies.items()},
+            "updated_at": iso(self.updated_at),
+            "valid_until": iso(self.valid_until),
+            "levels": list(self.levels),
+        }
+
+
+def dependency_dict(d: DependencyStatus) -> dict[str, Any]:
+    """A dependency's entry in the State."""
+    out: dict[str, Any] = {
+        "kind": d.kind,
+        "state": str(d.state),
+        "breaker": str(d.breaker),
+        "since": iso(d.since),
+        "latency_ms": d.latency_ms,
+        "consecutive_failures": d.consecutive_failures,
+        "reason": d.reason,
+        "last_error": d.last_error,
+        "retry_at": iso(d.retry_at),
+    }
+    out.update(d.details)
+    return out
+
+
+class ServiceState:
+    """Evaluates the policy over dependency statuses and keeps seq, level, active LLM and override."""
+
+    def __init__(self, config: Config, clock: Clock, *, boot: str | None = None, validity: float = 15.0) -> None:
+        self.config = config
+        self.clock = clock
+        self.boot = boot or secrets.token_hex(3)
+        self.validity = validity  # how long a reader may trust a copy of the State
+        policy = config.policy
+        self.deps: dict[str, DependencyStatus] = {
+            name: DependencyStatus(name=name, kind=d.kind) for name, d in config.dependencies.items()
+        }
+        self.seq = 0
+        self.level = UNKNOWN
+        self.level_since: datetime | None = None
+        self.evaluation: Evaluation | None = None
+        self.machine = LevelMachine(policy.recover_after)
+        self.failover = FailoverMachine(config.llm_failover, policy.recover_after)
+        self.override: Override | None = None
+        self.ready = False
+
+    # -- inputs ------------------------------------------------------------------------------------------
+
+    def update(self, status: DependencyStatus) -> list[Event]:
+        """A dependency was probed."""
+        prev = self.deps[status.name]
+        self.deps[status.name] = status
+        events: list[Event] = []
+        if self.ready and (prev.state, prev.breaker, prev.reason) != (status.state, status.breaker, status.reason):
+            events.append(self._event("dependency_changed", {
+                "dependency": status.name, "state": str(status.state), "previous": str(prev.state),
+                "breaker": str(status.breaker), "reason": status.reason,
+            }))
+            _log_dependency(prev, status)
+        if not self.ready and all(d.probes for d in self.deps.values()):
+            self.ready = True
+        return events + self._evaluate()
+
+    def set_override(self, level: str, ttl: float, reason: str) -> list[Event]:
+        """Force ``level`` for ``ttl`` seconds."""
+        until = self.clock.now() + timedelta(seconds=ttl)
+        self.override = Override(level, reason, until, self.clock.monotonic() + ttl)
+        events = [self._event("override_set", self.override.to_dict())]
+        log.warning("override_set", level=level, reason=reason, until=iso(until))
+        return events + self._evaluate()
+
+    def clear_override(self, why: str) -> list[Event]:
+        """End the override (deleted, or its ttl ran out)."""
+        if self.override is None:
+            return []
+        old, self.override = self.override, None
+        events = [self._event("override_cleared", {"level": old.level, "reason": why})]
+        log.warning("override_cleared", level=old.level, reason=why)
+        return events + self._evaluate()
+
+    def tick(self) -> list[Event]:
+        """Time passed: hysteresis holds may have ended, an override may have expired."""
+        if self.override is not None and self.clock.monotonic() >= self.override.until_mono:
+            return self.clear_override("expired")
+        return self._evaluate()
+
+    def deadline(self) -> float | None:
+        """The monotonic time at which ``tick`` may change something, or None."""
+        times = [self.machine.deadline(), self.failover.deadline(),
+                 self.override.until_mono if self.override else None]
+        pending = [t for t in times if t is not None]
+        return min(pending) if pending else None
+
+    # -- evaluation --------------------------------------------------------------------------------------
+
+    def _evaluate(self) -> list[Event]:
+        if not self.ready:
+            return []
+        now = self.clock.monotonic()
+        policy = self.config.policy
+        self.evaluation = evaluate(policy, self.deps)
+        self.machine = self.machine.step(policy.severity(self.evaluation.level), now)
+        events = []
+        previous_llm = self.failover.active
+        self.failover = self.failover.step(self.deps, now)
+        if self.failover.active != previous_llm:
+            events.append(self._failover_event(previous_llm))
+        assert self.machine.published is not None
+        level = self.override.level if self.override else policy.levels[self.machine.published]
+        if level != self.level:
+            previous, self.level, self.level_since = self.level, level, self.clock.now()
+            events.append(self._event("level_changed", {
+                "level": level, "previous": previous, "reason": self.reason(), "message": policy.message_for(level),
+                "dependencies": {n: str(d.state) for n, d in self.deps.items()}, "active_llm": self.failover.active,
+            }))
+            log.info("level_changed", level=level, previous=previous, reason=self.reason())
+        return events
+
+    def _failover_event(self, previous: str | None) -> Event:
+        active = self.failover.active
+        if previous is not None and self.deps[previous].state not in (DepState.HEALTHY, DepState.DEGRADED):
+            reason = self.deps[previous].describe()
+        elif active is None:
+            reason = "no usable LLM provider"
+        elif previous is None:
+            reason = f"{active} usable"
+        else:
+            reason = f"{self.deps[active].describe()}, preferred over {previous}"
+        log.warning("llm_failover", active_llm=active, previous=previous, reason=reason)
+        return self._event("llm_failover", {"active_llm": active, "previous": previous, "reason": reason})
+
+    def reason(self) -> str | None:
+        """Why the published level is what it is."""
+        if self.override is not None:
+            return f"override: {self.override.reason}"
+        ev = self.evaluation
+        if ev is None:
+            return None
+        if self.level != ev.level and self.level != UNKNOWN:
+            return f"recovering: {ev.level} once it holds for {self.config.policy.recover_after:g}s ({ev.reason})"
+        return ev.reason
+
+    def _event(self, type_: str, fields: dict[str, Any]) -> Event:
+        self.seq += 1
+        return Event(type_, self.seq, self.clock.now(), fields)
+
+    # -- output ------------------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The current State, stamped now."""
+        now = self.clock.now()
+        policy = self.config.policy
+        known = self.level != UNKNOWN
+        return Snapshot(
+            service=self.config.service,
+            boot=self.boot,
+            level=self.level,
+            seq=self.seq,
+            since=self.level_since,
+            reason=self.reason(),
+            message=policy.message_for(self.level) if known else None,
+            capabilities=policy.capabilities_for(self.level) if known else None,
+            active_llm=self.failover.active,
+            override=self.override,
+            dependencies=dict(self.deps),
+            updated_at=now,
+            valid_until=now + timedelta(seconds=self.validity),
+            levels=policy.levels,
+            ready=self.ready,
+        )
+
+
+def _log_dependency(prev: DependencyStatus, new: DependencyStatus) -> None:
+    fields = {"dependency": new.name, "kind": new.kind, "state": str(new.state), "previous": str(prev.state),
+              "breaker": str(new.breaker), "reason": new.reason, "last_error": new.last_error,
+              "consecutive_failures": new.consecutive_failures}
+    if new.breaker != prev.breaker:
+        name = {BreakerState.OPEN: "breaker_opened", BreakerState.HALF_OPEN: "breaker_half_open",
+                BreakerState.CLOSED: "breaker_closed"}[new.breaker]
+        log.info(name, dependency=new.name, previous=str(prev.breaker))
+    level = "warning" if new.state is DepState.DOWN else "info"
+    getattr(log, level)("dependency_changed", **fields)
+
+
+# -- the owner task --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideCommand:
+    """A request from the HTTP API; ``level`` None clears the override. ``done`` receives the events."""
+
+    level: str | None
+    ttl: float = 0.0
+    reason: str = ""
+    done: asyncio.Future[list[Event]] | None = None
+
+
+class Publisher(Protocol):
+    """Where the owner sends each new snapshot and its events (the hub)."""
+
+    def publish(self, snapshot: Snapshot, events: list[Event]) -> None:
+        """Take a new State and the events that led to it."""
+
+
+async def run_owner(
+    state: ServiceState, inbox: asyncio.Queue[DependencyStatus | OverrideCommand], hub: Publisher, refresh: float
+) -> None:
+    """The single task that mutates ``state``: applies inbox messages and timers, publishes each result.
+
+    The snapshot is also refreshed every ``refresh`` seconds so that ``valid_until`` keeps moving while
+    nothing changes.
+    """
+    clock = state.clock
+    next_refresh = clock.monotonic() + refresh
+    hub.publish(state.snapshot(), [])
+    while True:
+        now = clock.monotonic()
+        wake = min(t for t in (state.deadline(), next_refresh) if t is not None)
+        try:
+            msg = await asyncio.wait_for(inbox.get(), timeout=max(0.0, wake - now))
+        except TimeoutError:
+            msg = None
+        if isinstance(msg, DependencyStatus):
+            events = state.update(msg)
+        elif isinstance(msg, OverrideCommand):
+            events = state.set_override(msg.level, msg.ttl, msg.reason) if msg.level else state.clear_override("deleted")
+            if msg.done is not None and not msg.done.done():
+                msg.done.set_result(events)
+        else:
+            events = state.tick()
+        if clock.monotonic() >= next_refresh:
+            next_refresh = clock.monotonic() + refresh
+        hub.publish(state.snapshot(), events)
+

@@ -1,0 +1,119 @@
+"""``kind: redis``: PING and INFO on one client with no retries, plus a watch connection for drops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from redis import exceptions as rex
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from probes.base import OK, Outcome, ProbeFailure, ProbeHooks, degraded
+
+
+@dataclass(frozen=True, slots=True)
+class RedisOptions:
+    """``url`` (redis://, rediss:// or unix://) and the expected ``role``."""
+
+    url: str
+    role: Literal["primary", "replica", "any"] = "primary"
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Config errors as (key, message)."""
+        if not self.url.startswith(("redis://", "rediss://", "unix://")):
+            return [("url", "expected a URL like redis://:password@host:6379/0")]
+        return []
+
+
+def _client(url: str, timeout: float | None, connect_timeout: float) -> Redis:
+    # redis-py retries by default (several attempts with back-off, seconds each): a probe must fail fast
+    # and let the breaker decide, so no retries and the probe deadline on every socket operation.
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=connect_timeout,
+        retry=Retry(NoBackoff(), 0),
+        single_connection_client=True,
+        health_check_interval=0,
+        client_name="failsoft",
+    )
+
+
+class RedisProbe:
+    """PING + INFO; a subscribed idle connection notices a crashed server at once."""
+
+    def __init__(self, options: RedisOptions, timeout: float, hooks: ProbeHooks) -> None:
+        self._options = options
+        self._timeout = timeout
+        self._hooks = hooks
+        self._client: Redis | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def check(self) -> Outcome:
+        """PING, then read role, loading and memory from INFO."""
+        if self._client is None:
+            self._client = _client(self._options.url, self._timeout, self._timeout)
+        try:
+            await self._client.ping()
+            info: dict[str, Any] = await self._client.info()
+        except rex.BusyLoadingError:
+            return degraded("loading", "the server is loading its dataset")
+        except rex.AuthenticationError as exc:
+            raise ProbeFailure("auth", f"authentication failed: {exc}", fatal=True) from exc
+        except rex.OutOfMemoryError as exc:
+            return degraded("oom", str(exc))
+        except BaseException:
+            await self._reset()
+            raise
+        self._start_watch()
+        return self._judge(info)
+
+    def _judge(self, info: dict[str, Any]) -> Outcome:
+        if int(info.get("loading", 0)):
+            return degraded("loading", "the server is loading its dataset")
+        if self._options.role == "primary" and info.get("role") == "slave":
+            return degraded("read_only", "the server is a replica; a primary was expected")
+        used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        if limit and used >= limit and info.get("maxmemory_policy") == "noeviction":
+            return degraded("oom", f"used_memory {used} reached maxmemory {limit} with noeviction")
+        return OK
+
+    def _start_watch(self) -> None:
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.get_running_loop().create_task(self._watch_for_drop())
+
+    async def _watch_for_drop(self) -> None:
+        """Hold a subscribed connection; when the server goes away the read fails and we say so."""
+        client = _client(self._options.url, None, self._timeout)
+        try:
+            async with client.pubsub() as pubsub:
+                await pubsub.subscribe(f"failsoft:probe-watch:{secrets.token_hex(6)}")
+                while True:
+                    await pubsub.get_message(timeout=None)
+        except (rex.ConnectionError, rex.TimeoutError, OSError):
+            if not self._closing:
+                self._hooks.connection_lost()
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def _reset(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), self._timeout)
+
+    async def aclose(self) -> None:
+        """Close the probe client and stop the watch."""
+        self._closing = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watch
+        await self._reset()
