@@ -15,11 +15,13 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from daemon import api
+from daemon import api, stream
 from daemon.breaker import Breaker
 from daemon.clock import Clock, SystemClock
 from daemon.config import Config
 from daemon.hub import Hub
+from daemon.metrics import Metrics
+from daemon.publish_redis import RedisPublisher
 from daemon.scheduler import DependencyScheduler
 from daemon.state import ServiceState, run_owner
 from probes import KINDS
@@ -44,6 +46,8 @@ class Daemon:
     state: ServiceState
     schedulers: list[DependencyScheduler]
     runner: web.AppRunner
+    metrics: Metrics
+    publisher: RedisPublisher | None = None
     port: int = 0
 
     @classmethod
@@ -56,6 +60,8 @@ class Daemon:
         state = ServiceState(config, clock, validity=3 * heartbeat)
         runtime = api.Runtime(config=config, hub=hub, inbox=inbox)
         redact = config.redactor()
+        metrics = Metrics(config, hub)
+        hub.add_listener(metrics.observe)
         schedulers = [
             DependencyScheduler(
                 Breaker(dep.name, dep.kind, dep.settings),
@@ -63,10 +69,12 @@ class Daemon:
                 inbox.put_nowait,
                 clock,
                 redact,
+                on_probe=metrics.on_probe,
             )
             for dep in config.dependencies.values()
         ]
-        runner = web.AppRunner(api.build_app(runtime), handle_signals=False, access_log=None,
+        app = api.build_app(runtime, [*stream.routes(), *metrics.routes()])
+        runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                shutdown_timeout=SHUTDOWN_GRACE)
         await runner.setup()
         host, port = config.http.host, config.http.port
@@ -80,7 +88,10 @@ class Daemon:
                 raise StartupError(f"http.listen {host}:{port}: the address is already in use ({hint})") from None
             raise StartupError(f"http.listen {host}:{port}: cannot listen ({exc.strerror or exc})") from None
         bound = _bound_port(runner) or port
-        daemon = cls(config, clock, runtime, state, schedulers, runner, bound)
+        publisher = RedisPublisher(config.publish, config.service, hub, metrics) if config.publish else None
+        daemon = cls(config, clock, runtime, state, schedulers, runner, metrics, publisher, bound)
+        if publisher is not None:
+            await publisher.start()
         runtime.tasks["owner"] = asyncio.create_task(run_owner(state, inbox, hub, refresh=heartbeat), name="owner")
         for s in schedulers:
             runtime.tasks[f"probe:{s.name}"] = asyncio.create_task(s.run(), name=f"probe:{s.name}")
@@ -105,7 +116,11 @@ class Daemon:
         for task in self.runtime.tasks.values():
             task.cancel()
         await asyncio.gather(*self.runtime.tasks.values(), return_exceptions=True)
-        await asyncio.gather(*(s.aclose() for s in self.schedulers), return_exceptions=True)
+        closing = [s.aclose() for s in self.schedulers]
+        if self.publisher is not None:
+            closing.append(self.publisher.aclose())
+        await asyncio.gather(*closing, return_exceptions=True)
+        await self.metrics.aclose()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.runner.cleanup(), SHUTDOWN_GRACE + 0.5)
         log.info("stopped")

@@ -35,7 +35,7 @@ class DependencyScheduler:
         report: Callable[[DependencyStatus], None],
         clock: Clock,
         redact: Redactor,
-        on_probe: Callable[[str, str, float], None] | None = None,
+        on_probe: Callable[[str, Outcome, float], None] | None = None,
     ) -> None:
         self.breaker = breaker
         self.name = breaker.status.name
@@ -87,7 +87,7 @@ class DependencyScheduler:
 
     def _log(self, outcome: Outcome, latency: float, delay: float) -> None:
         if self._on_probe is not None:
-            self._on_probe(self.name, outcome.reason or str(outcome.verdict), latency)
+            self._on_probe(self.name, outcome, latency)
         if outcome.verdict in (Verdict.OK, Verdict.DEGRADED):
             log.debug("probe_ok", dependency=self.name, latency_ms=round(latency * 1000, 2), reason=outcome.reason)
             return

@@ -1,0 +1,59 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both set up everything they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-test
+PG_GLOB := /usr/lib/postgresql/*/bin/initdb
+
+.PHONY: demo test lint bench servers venv clean help
+.DEFAULT_GOAL := help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+
+venv: $(STAMP)  ## create .venv and install failsoft with its test extras
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "failsoft needs Python >= 3.11 (found $$($(PYTHON) --version 2>&1))"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); \
+	  else echo "cannot create a virtual environment: install python3-venv (sudo apt-get install -y python3-venv)"; exit 1; fi; }
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+# PostgreSQL and Redis for the demo and the tests: the local binaries, installed with apt when missing
+# (as root), unless a Docker engine answers (then testcontainers starts them in containers).
+servers:  ## make sure PostgreSQL and Redis server binaries (or a Docker engine) are available
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	  echo "servers: a Docker engine answers; tests use testcontainers"; exit 0; fi; \
+	missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	ls $(PG_GLOB) >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  echo "servers: installing$$missing with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  if [[ "$$missing" == *postgresql* ]]; then service postgresql stop >/dev/null 2>&1 || true; fi; \
+	else \
+	  echo "servers: missing$$missing. Install them (sudo apt-get install -y$$missing) or start a Docker engine."; \
+	  exit 1; \
+	fi
+
+demo: $(STAMP) servers  ## run failsoft against throw-away local PostgreSQL and Redis (Ctrl-C stops it all)
+	$(VENV)/bin/failsoft demo
+
+test: $(STAMP) servers  ## run the whole test suite against real servers
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff and mypy --strict
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m ruff check daemon probes policies tests
+	$(PY) -m mypy
+
+bench: $(STAMP) servers  ## measure probe, publish and HTTP costs; prints a table
+	$(PY) tests/bench.py
+
+clean:  ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
