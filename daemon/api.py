@@ -12,7 +12,8 @@ from aiohttp import web
 
 from daemon.config import Config, parse_duration
 from daemon.hub import Hub, Published
-from daemon.state import DependencyStatus, OverrideCommand
+from daemon.state import OverrideCommand
+from policies.model import DependencyStatus
 
 MAX_WAIT = 300.0  # a blocking query waits at most 5 minutes, as Consul's do
 DEFAULT_WAIT = 300.0
@@ -84,7 +85,8 @@ async def service_level(request: web.Request) -> web.StreamResponse:
         try:
             wait = min(parse_duration(request.query["wait"]), MAX_WAIT)
         except ValueError:
-            raise web.HTTPBadRequest(text=f"wait must be a duration like 30s or 5m, got {request.query['wait'][:40]!r}") from None
+            got = request.query["wait"][:40]
+            raise web.HTTPBadRequest(text=f"wait must be a duration like 30s or 5m, got {got!r}") from None
     pub = rt.hub.current
     if index is not None and pub is not None and pub.seq <= index:
         pub = await rt.hub.wait_past(index, wait)

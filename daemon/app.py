@@ -25,7 +25,7 @@ from daemon.publish_redis import RedisPublisher
 from daemon.scheduler import DependencyScheduler
 from daemon.state import ServiceState, run_owner
 from probes import KINDS
-from probes.base import ProbeHooks
+from probes.base import Probe, ProbeHooks
 
 log = structlog.get_logger("failsoft.daemon")
 
@@ -126,8 +126,8 @@ class Daemon:
         log.info("stopped")
 
 
-def _probe_factory(kind: str, options: object, timeout: float) -> Callable[[Callable[[], None]], object]:
-    def make(wake: Callable[[], None]) -> object:
+def _probe_factory(kind: str, options: object, timeout: float) -> Callable[[Callable[[], None]], Probe]:
+    def make(wake: Callable[[], None]) -> Probe:
         return KINDS[kind].create(options, timeout, ProbeHooks(connection_lost=wake))
 
     return make

@@ -79,9 +79,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _fetch_state(url: str) -> dict[str, Any] | None:
-    request = urllib.request.Request(url.rstrip("/") + "/service-level", headers={"Accept": "application/json"})
+    # _status accepts http(s) URLs only, so urlopen cannot be pointed at file: or custom schemes.
+    request = urllib.request.Request(  # noqa: S310
+        url.rstrip("/") + "/service-level", headers={"Accept": "application/json"}
+    )
     try:
-        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - the URL is the user's own daemon
+        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
             return dict(json.load(resp))
     except urllib.error.HTTPError as exc:
         if exc.code == 503:  # starting up: the body is still a State with level "unknown"
@@ -92,6 +95,9 @@ def _fetch_state(url: str) -> dict[str, Any] | None:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if not args.url.startswith(("http://", "https://")):
+        print(f"failsoft: --url must start with http:// or https://, got {args.url!r}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     state = _fetch_state(args.url)
     if state is None:
         print(f"failsoft: cannot reach the daemon at {args.url}", file=sys.stderr)

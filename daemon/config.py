@@ -22,10 +22,9 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from daemon.redact import Redactor, url_password
-from policies.model import DepState
-from policies.rules import MATCHERS, Condition, Policy, Rule
+from policies.rules import DEFAULT_LEVELS, MATCHERS, Condition, Policy, Rule
 from probes import KINDS
-from probes.options import DURATION, FRACTION, SECRET, Duration, Fraction
+from probes.options import DURATION, SECRET, Duration, Fraction
 
 DEFAULT_PATH = "failsoft.yaml"
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
@@ -142,7 +141,7 @@ def parse_duration(value: Any) -> float:
             seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     else:
         raise ValueError
-    if seconds < 0 or seconds != seconds or seconds == float("inf"):
+    if not 0 <= seconds < float("inf"):  # also rejects NaN
         raise ValueError
     return seconds
 
@@ -273,10 +272,10 @@ class _Reader:
             self.error(path, f"expected true or false, got {shown}")
         elif hint in (int, float):
             try:
-                if isinstance(node, bool):
-                    raise ValueError
-                number = hint(node)
+                number = hint(node) if not isinstance(node, bool) else None
             except (ValueError, TypeError):
+                number = None
+            if number is None:
                 self.error(path, f"expected {'a whole number' if hint is int else 'a number'}, got {shown}")
                 return None
             if number < 0:
@@ -445,7 +444,8 @@ def _dependencies(r: _Reader, node: Any, defaults: ProbeSettings) -> dict[str, D
             if kind_name is None:
                 r.error(_join(path, "kind"), f"is required (one of: {', '.join(sorted(KINDS))})")
             else:
-                r.error(_join(path, "kind"), f"unknown kind {_show(kind_name)} (expected one of: {', '.join(sorted(KINDS))})")
+                kinds = ", ".join(sorted(KINDS))
+                r.error(_join(path, "kind"), f"unknown kind {_show(kind_name)} (expected one of: {kinds})")
             continue
         option_keys = [f.name for f in dataclasses.fields(kind.options)]
         r.mapping(body, path, ["kind", *SETTINGS_KEYS, *option_keys])
@@ -507,7 +507,8 @@ def _publish(r: _Reader, node: Any, deps: Mapping[str, Dependency]) -> PublishSe
         if pw := url_password(url):
             r.secrets.add(pw)
     else:
-        r.error("publish.redis", f"expected a redis dependency name ({', '.join(deps) or 'none defined'}) or a redis:// URL")
+        names = ", ".join(deps) or "none defined"
+        r.error("publish.redis", f"expected a redis dependency name ({names}) or a redis:// URL")
         return None
     prefix = r.value(str, body.get("prefix", "failsoft"), "publish.prefix")
     heartbeat = r.value(Duration, body.get("heartbeat", "5s"), "publish.heartbeat")
@@ -527,7 +528,9 @@ def default_policy_text() -> str:
     return resources.files("policies").joinpath("default.yaml").read_text(encoding="utf-8")
 
 
-def _policy(r: _Reader, node: Any, deps: Mapping[str, Dependency], base_dir: Path) -> tuple[Policy | None, list[str]]:
+def _policy(
+    r: _Reader, node: Any, deps: Mapping[str, Dependency], base_dir: Path
+) -> tuple[Policy | None, list[str]]:
     notes: list[str] = []
     builtin = node is None
     path = "policy"
@@ -544,7 +547,7 @@ def _policy(r: _Reader, node: Any, deps: Mapping[str, Dependency], base_dir: Pat
             r.error(path, f"policy file {str(file)!r} is not valid YAML: {exc}")
             return None, notes
     body = r.mapping(node, path, ["levels", "rules", "recover_after", "capabilities"])
-    levels = r.value(tuple[str, ...], body.get("levels", ["full", "degraded", "limited", "cache_only"]), "policy.levels")
+    levels = r.value(tuple[str, ...], body.get("levels", list(DEFAULT_LEVELS)), "policy.levels")
     if not levels:
         r.error("policy.levels", "must list at least one level, best first")
         return None, notes
@@ -557,7 +560,7 @@ def _policy(r: _Reader, node: Any, deps: Mapping[str, Dependency], base_dir: Pat
         r.error("policy.rules", f"expected a list of rules, got {_type_name(raw_rules)}")
         raw_rules = []
     for i, raw in enumerate(raw_rules):
-        rule = _rule(r, raw, f"policy.rules[{i}]", levels, deps, builtin)
+        rule = _rule(r, raw, f"policy.rules[{i}]", levels, deps, builtin=builtin)
         if rule is not None:
             rules.append(rule)
     capabilities = None
@@ -570,11 +573,12 @@ def _policy(r: _Reader, node: Any, deps: Mapping[str, Dependency], base_dir: Pat
     unused = [n for n in deps if n not in referenced]
     if unused:
         notes.append(f"policy: no rule mentions {', '.join(unused)}; they are probed and published only")
-    return Policy(levels=levels, rules=tuple(rules), recover_after=recover_after or 0.0, capabilities=capabilities), notes
+    policy = Policy(levels=levels, rules=tuple(rules), recover_after=recover_after or 0.0, capabilities=capabilities)
+    return policy, notes
 
 
 def _rule(
-    r: _Reader, raw: Any, path: str, levels: tuple[str, ...], deps: Mapping[str, Dependency], builtin: bool
+    r: _Reader, raw: Any, path: str, levels: tuple[str, ...], deps: Mapping[str, Dependency], *, builtin: bool
 ) -> Rule | None:
     body = r.mapping(raw, path, ["level", "when", "message"])
     level = r.value(str, body.get("level"), f"{path}.level")
@@ -594,7 +598,8 @@ def _rule(
                 return None
         for j, name in enumerate(names):
             if name not in deps:
-                r.error(f"{path}.when.{matcher}[{j}]", f"unknown dependency {name!r} (expected one of: {', '.join(deps) or 'none defined'})")
+                known = ", ".join(deps) or "none defined"
+                r.error(f"{path}.when.{matcher}[{j}]", f"unknown dependency {name!r} (expected one of: {known})")
         if not names:
             r.error(f"{path}.when.{matcher}", "must name at least one dependency")
         conditions.append(Condition(matcher, names))
@@ -618,6 +623,3 @@ def summary(config: Config) -> list[str]:
     lines.extend(f"note: {n}" for n in config.notes)
     return [config.redactor()(line) for line in lines]
 
-
-# DepState is re-exported for callers that validate states next to the config.
-__all__ = ["Config", "ConfigError", "Dependency", "DepState", "ProbeSettings", "load_config", "parse_config"]

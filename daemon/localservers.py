@@ -8,7 +8,6 @@ run as root, so as root it runs as the ``postgres`` user (or ``nobody``).
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import pwd
 import secrets
@@ -19,8 +18,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-
-PG_DIRS = "/usr/lib/postgresql/*/bin"
 
 
 class ServerError(RuntimeError):
@@ -42,8 +39,8 @@ def find_redis() -> str | None:
 def find_postgres_bindir() -> str | None:
     """A directory holding ``initdb`` and ``postgres`` (newest version first), or None."""
     candidates = [os.environ.get("FAILSOFT_PG_BIN", "")]
-    candidates += sorted(glob.glob(PG_DIRS), key=lambda p: int(p.split("/")[-2]) if p.split("/")[-2].isdigit() else 0,
-                         reverse=True)
+    versions = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if p.parent.name.isdigit()]
+    candidates += [str(p) for p in sorted(versions, key=lambda p: int(p.parent.name), reverse=True)]
     if which := shutil.which("initdb"):
         candidates.append(str(Path(which).parent))
     for d in candidates:

@@ -35,6 +35,7 @@ class DependencyScheduler:
         report: Callable[[DependencyStatus], None],
         clock: Clock,
         redact: Redactor,
+        *,
         on_probe: Callable[[str, Outcome, float], None] | None = None,
     ) -> None:
         self.breaker = breaker

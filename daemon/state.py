@@ -156,7 +156,7 @@ class ServiceState:
         until = self.clock.now() + timedelta(seconds=ttl)
         self.override = Override(level, reason, until, self.clock.monotonic() + ttl)
         events = [self._event("override_set", self.override.to_dict())]
-        log.warning("override_set", level=level, reason=reason, until=iso(until))
+        log.warning("override_set", service_level=level, reason=reason, until=iso(until))
         return events + self._evaluate()
 
     def clear_override(self, why: str) -> list[Event]:
@@ -165,7 +165,7 @@ class ServiceState:
             return []
         old, self.override = self.override, None
         events = [self._event("override_cleared", {"level": old.level, "reason": why})]
-        log.warning("override_cleared", level=old.level, reason=why)
+        log.warning("override_cleared", service_level=old.level, reason=why)
         return events + self._evaluate()
 
     def tick(self) -> list[Event]:
@@ -203,7 +203,7 @@ class ServiceState:
                 "level": level, "previous": previous, "reason": self.reason(), "message": policy.message_for(level),
                 "dependencies": {n: str(d.state) for n, d in self.deps.items()}, "active_llm": self.failover.active,
             }))
-            log.info("level_changed", level=level, previous=previous, reason=self.reason())
+            log.info("level_changed", service_level=level, previous=previous, reason=self.reason())
         return events
 
     def _failover_event(self, previous: str | None) -> Event:
@@ -226,7 +226,7 @@ class ServiceState:
         ev = self.evaluation
         if ev is None:
             return None
-        if self.level != ev.level and self.level != UNKNOWN:
+        if self.level not in (ev.level, UNKNOWN):
             return f"recovering: {ev.level} once it holds for {self.config.policy.recover_after:g}s ({ev.reason})"
         return ev.reason
 
@@ -313,7 +313,10 @@ async def run_owner(
         if isinstance(msg, DependencyStatus):
             events = state.update(msg)
         elif isinstance(msg, OverrideCommand):
-            events = state.set_override(msg.level, msg.ttl, msg.reason) if msg.level else state.clear_override("deleted")
+            if msg.level:
+                events = state.set_override(msg.level, msg.ttl, msg.reason)
+            else:
+                events = state.clear_override("deleted")
             if msg.done is not None and not msg.done.done():
                 msg.done.set_result(events)
         else:

@@ -55,9 +55,9 @@ class FailoverMachine:
 
     def advance(self, now: float) -> FailoverMachine:
         """Switch back to the pending preferred provider once it has held for ``recover_after``."""
-        if self.pending is not None and self.pending_since is not None:
-            if now - self.pending_since >= self.recover_after:
-                return replace(self, active=self.pending, pending=None, pending_since=None)
+        held = self.pending_since is not None and now - self.pending_since >= self.recover_after
+        if self.pending is not None and held:
+            return replace(self, active=self.pending, pending=None, pending_since=None)
         return self
 
     def deadline(self) -> float | None:

@@ -38,7 +38,7 @@ class LevelMachine:
             return self
         for i, since in enumerate(self.good_since[: self.published]):
             if since is not None and now - since >= self.recover_after:
-                return replace(self, published=i, good_since=tuple(self.good_since[:i]) + (None,))
+                return replace(self, published=i, good_since=(*self.good_since[:i], None))
         return self
 
     def deadline(self) -> float | None:

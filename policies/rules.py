@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from policies.model import DependencyStatus, DepState
@@ -23,7 +23,7 @@ def _degraded(s: DepState) -> bool:
 
 
 # matcher name -> (quantifier, test of one state). Config validation uses the same table.
-MATCHERS: Mapping[str, tuple[Callable[[object], bool], Callable[[DepState], bool]]] = {
+MATCHERS: Mapping[str, tuple[Callable[[Iterable[object]], bool], Callable[[DepState], bool]]] = {
     "any_down": (any, _down),
     "all_down": (all, _down),
     "any_not_healthy": (any, _not_healthy),

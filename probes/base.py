@@ -46,7 +46,7 @@ def degraded(reason: str, error: str | None = None, **details: Any) -> Outcome:
     return Outcome(Verdict.DEGRADED, reason, error, details=details)
 
 
-class ProbeFailure(Exception):  # noqa: N818 - reads as "raise ProbeFailure(reason, text)"
+class ProbeFailure(Exception):
     """Raised by a probe that knows exactly why it failed (a code from the classification tables)."""
 
     def __init__(self, reason: str, message: str, *, fatal: bool = False) -> None:

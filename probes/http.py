@@ -58,7 +58,7 @@ class HttpProbe:
         o = self._options
         try:
             async with self._session.request(
-                o.method, o.url, headers=o.headers, ssl=None if o.tls_verify else False, max_redirects=5
+                o.method, o.url, headers=o.headers, ssl=o.tls_verify, max_redirects=5
             ) as resp:
                 await resp.content.read(MAX_BODY)
                 return http_status(resp.status, resp.headers, time.time(), self._expected)

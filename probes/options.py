@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 DURATION = "duration"
 FRACTION = "fraction"
-SECRET = "secret"
+SECRET = "secret"  # noqa: S105 - the name of a metadata flag, not a password
 
 Duration = Annotated[float, DURATION]  # "250ms", "2s", "5m" or a number of seconds
 Fraction = Annotated[float, FRACTION]  # "5%" or a number from 0 to 1

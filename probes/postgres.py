@@ -55,6 +55,9 @@ class PostgresProbe:
             if conn is None or conn.is_closed():
                 conn = await self._connect()
             row = await conn.fetchrow(QUERY, timeout=self._timeout)
+        except asyncpg.ConnectionDoesNotExistError as exc:
+            self._drop()
+            raise ProbeFailure("connection_closed", str(exc)) from exc
         except BaseException:  # includes the scheduler's cancellation at the deadline
             self._drop()
             raise

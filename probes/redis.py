@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from policies.classify import causes
 from probes.base import OK, Outcome, ProbeFailure, ProbeHooks, degraded
 
 
@@ -68,6 +69,14 @@ class RedisProbe:
             raise ProbeFailure("auth", f"authentication failed: {exc}", fatal=True) from exc
         except rex.OutOfMemoryError as exc:
             return degraded("oom", str(exc))
+        except rex.ReadOnlyError as exc:
+            return degraded("read_only", str(exc))
+        except rex.ConnectionError as exc:
+            await self._reset()
+            if not any(isinstance(e, OSError) for e in causes(exc)):
+                # The server closed the socket (it crashed or kicked us): no OSError says why.
+                raise ProbeFailure("connection_closed", str(exc)) from exc
+            raise
         except BaseException:
             await self._reset()
             raise

@@ -50,7 +50,8 @@ def require(module: str) -> ModuleType:
     """Import a test dependency: skip without it locally, fail in CI where the test extra is installed."""
     if os.environ.get("CI") == "true":
         return importlib.import_module(module)
-    return pytest.importorskip(module)
+    imported: ModuleType = pytest.importorskip(module)
+    return imported
 
 
 def load_docs(path: Path) -> list[dict[str, Any]]:
@@ -78,7 +79,7 @@ def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
 
 def sidecar_of(deployment: dict[str, Any]) -> dict[str, Any]:
     """The failsoft init container of a Deployment."""
-    found = [c for c in pod_spec(deployment).get("initContainers", []) if c["name"] == SIDECAR]
+    found: list[dict[str, Any]] = [c for c in pod_spec(deployment).get("initContainers", []) if c["name"] == SIDECAR]
     assert len(found) == 1, f"{key(deployment)} has {len(found)} init containers named {SIDECAR}"
     return found[0]
 
@@ -241,8 +242,9 @@ def test_every_manifest_passes_strict_schema_validation(version: str) -> None:
 
 
 def test_port_names_fit_the_api_servers_rules(rendered: list[dict[str, Any]]) -> None:
-    """Container port names are IANA service names (<= 15 characters) and every probe's named port
-    is declared on its container: the API server checks this, the JSON schemas do not."""
+    """Container port names are IANA service names (<= 15 characters), which the API server demands,
+    and every probe's named port is declared on its container, or the kubelet fails the probe; the
+    JSON schemas check neither."""
     iana = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
     for workload in (d for d in rendered if d["kind"] in {"Deployment", "StatefulSet"}):
         spec = pod_spec(workload)
@@ -289,7 +291,8 @@ def test_no_probe_takes_pods_out_of_service_on_a_bad_level(app: dict[str, Any]) 
         if container["name"] == SIDECAR:
             assert probe is None
         elif probe is not None:
-            assert "8765" not in json.dumps(probe), f"{container['name']} gates readiness on failsoft"
+            for marker in ("8765", "failsoft-http"):
+                assert marker not in json.dumps(probe), f"{container['name']} gates readiness on failsoft"
 
 
 def test_sidecar_meets_the_restricted_pod_security_standard(app: dict[str, Any], sidecar: dict[str, Any]) -> None:
@@ -317,6 +320,16 @@ def test_sidecar_requests_little_and_caps_memory_not_cpu(sidecar: dict[str, Any]
     resources = sidecar["resources"]
     assert set(resources["requests"]) == {"cpu", "memory"}
     assert set(resources["limits"]) == {"memory"}
+    assert quantity(resources["requests"]["cpu"]) <= 0.1
+    assert quantity(resources["requests"]["memory"]) <= quantity(resources["limits"]["memory"]) <= 256 * 2**20
+
+
+def quantity(text: str) -> float:
+    """A Kubernetes resource quantity (``20m``, ``0.5``, ``64Mi``, ``1Gi``) as a plain number."""
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 1e3, "M": 1e6, "G": 1e9}
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(m|Ki|Mi|Gi|k|M|G)?", str(text))
+    assert match, f"unexpected quantity {text!r}"
+    return float(match[1]) * units.get(match[2] or "", 1)
 
 
 def test_the_config_listens_where_probes_and_prometheus_connect(

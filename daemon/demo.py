@@ -1,0 +1,197 @@
+"""``failsoft demo``: the whole thing on one machine with no setup.
+
+Starts a throw-away PostgreSQL and Redis from the local binaries, runs the daemon against them, and reads
+commands from the terminal so that a newcomer can crash, hang and restore the servers and watch the level move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from daemon import logs
+from daemon.app import Daemon, StartupError
+from daemon.config import ConfigError, parse_config
+from daemon.localservers import PostgresServer, RedisServer, ServerError
+
+CONFIG = """\
+service: demo
+http: {{listen: "127.0.0.1:{port}"}}
+log: {{level: info, format: console}}
+publish: {{redis: cache, heartbeat: 5s}}
+defaults: {{down_interval: {{initial: 500ms, max: 2s}}}}
+dependencies:
+  db: {{kind: postgres, dsn: "{dsn}"}}
+  cache: {{kind: redis, url: "{redis}"}}
+policy:
+  levels: [full, degraded, limited, cache_only]
+  recover_after: 3s
+  rules:
+    - level: cache_only
+      when: {{any_down: [db]}}
+      message: Showing saved data; changes are paused
+    - level: degraded
+      when: {{any_not_healthy: [db, cache]}}
+  capabilities:
+    full: [chat, search, write]
+    degraded: [chat, search, write]
+    limited: [search, write]
+    cache_only: [search]
+"""
+
+HELP = """
+  failsoft demo is running: http://127.0.0.1:{port}/service-level   (config: {config})
+
+  Try, in another terminal:
+    curl -s http://127.0.0.1:{port}/service-level | python3 -m json.tool
+    .venv/bin/failsoft status --url http://127.0.0.1:{port}
+    curl -s 'http://127.0.0.1:{port}/service-level?index=SEQ&wait=30s'   # returns when the level changes
+
+  Type a command here and press Enter:
+    db      crash PostgreSQL (kill -9 of all its processes)  -> level cache_only; again: restart it
+    cache   hang Redis (SIGSTOP)                             -> level degraded;   again: resume it
+    status  print the level and the dependencies
+    help    this text
+    quit    stop everything (Ctrl-C works too)
+
+  The same faults by hand: kill -KILL -- -{pg_pid}   (PostgreSQL)   kill -STOP {redis_pid} / kill -CONT {redis_pid}
+"""
+
+
+class Demo:
+    """The servers, the daemon and the toggles."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.pg = PostgresServer()
+        self.redis = RedisServer()
+        self.db_crashed = False
+        self.cache_hung = False
+        self.daemon: Daemon | None = None
+        self.config_path = Path(tempfile.mkdtemp(prefix="failsoft-demo-")) / "failsoft.yaml"
+
+    def help(self) -> str:
+        """What to try."""
+        return HELP.format(port=self.port, config=self.config_path, pg_pid=self.pg.pid or "?",
+                           redis_pid=self.redis.pid or "?")
+
+    async def toggle_db(self) -> str:
+        """Crash PostgreSQL, or start it again."""
+        if self.db_crashed:
+            await asyncio.to_thread(self.pg.start)
+            self.db_crashed = False
+            return "PostgreSQL is back; the level recovers once it has held for recover_after (3s)"
+        await asyncio.to_thread(self.pg.kill)
+        self.db_crashed = True
+        return "PostgreSQL crashed (kill -9); type 'db' again to restart it"
+
+    async def toggle_cache(self) -> str:
+        """Hang Redis, or resume it."""
+        if self.cache_hung:
+            self.redis.resume()
+            self.cache_hung = False
+            return "Redis resumed"
+        self.redis.pause()
+        self.cache_hung = True
+        return "Redis hangs (SIGSTOP): probes time out after 500ms; type 'cache' again to resume it"
+
+    def status(self) -> str:
+        """The level line and the dependency table."""
+        from daemon.cli import format_status
+
+        if self.daemon is None or self.daemon.runtime.hub.current is None:
+            return "starting"
+        return format_status(self.daemon.runtime.hub.current.snapshot.to_dict())
+
+    async def command(self, line: str) -> str | None:
+        """Run one typed command; None means quit."""
+        actions: dict[str, Callable[[], object]] = {
+            "db": self.toggle_db, "cache": self.toggle_cache, "status": self.status, "help": self.help,
+        }
+        word = line.strip().lower()
+        if word in ("q", "quit", "exit"):
+            return None
+        if not word:
+            return ""
+        if word not in actions:
+            return f"unknown command {word!r}: try db, cache, status, help or quit"
+        result = actions[word]()
+        if asyncio.iscoroutine(result):
+            result = await result
+        return str(result)
+
+
+async def _read_commands(demo: Demo, stop: asyncio.Event) -> None:
+    """Read lines from the terminal without blocking the daemon's loop."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (OSError, ValueError):
+        return  # no usable stdin (CI, a pipe closed at once): the demo runs until Ctrl-C
+    while not stop.is_set():
+        line = await reader.readline()
+        if not line:
+            return
+        answer = await demo.command(line.decode(errors="replace"))
+        if answer is None:
+            stop.set()
+            return
+        if answer:
+            print(answer, flush=True)
+
+
+async def _main(demo: Demo) -> int:
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    config_text = CONFIG.format(port=demo.port, dsn=demo.pg.dsn, redis=demo.redis.url)
+    demo.config_path.write_text(config_text)
+    try:
+        config = parse_config(config_text, {}, source=str(demo.config_path))
+    except ConfigError as exc:  # pragma: no cover - the embedded config is tested
+        print("\n".join(exc.errors), file=sys.stderr)
+        return 2
+    logs.configure(config.log.level, config.log.format, config.redactor())
+    try:
+        demo.daemon = await Daemon.start(config)
+    except StartupError as exc:
+        print(f"failsoft demo: {exc}\n  (try: .venv/bin/failsoft demo --port 0)", file=sys.stderr)
+        return 2
+    demo.port = demo.daemon.port
+    print(demo.help(), flush=True)
+    commands = asyncio.create_task(_read_commands(demo, stop))
+    try:
+        await demo.daemon.wait_stopped(stop)
+    finally:
+        commands.cancel()
+        await demo.daemon.stop()
+    return 0
+
+
+def run_demo(port: int = 8765) -> int:
+    """Start the servers, run the daemon until Ctrl-C or 'quit', then clean everything up."""
+    try:
+        demo = Demo(port)
+        print("starting a throw-away PostgreSQL and Redis ...", flush=True)
+        demo.pg.start()
+        demo.redis.start()
+    except ServerError as exc:
+        print(f"failsoft demo: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_main(demo))
+    finally:
+        demo.redis.resume()
+        with contextlib.suppress(Exception):
+            demo.pg.close()
+        with contextlib.suppress(Exception):
+            demo.redis.close()
+        print("demo stopped; servers removed", flush=True)
