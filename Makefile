@@ -53,7 +53,7 @@ lint: $(STAMP)  ## ruff and mypy --strict
 	$(PY) -m mypy
 
 bench: $(STAMP) servers  ## measure probe, publish and HTTP costs; prints a table
-	$(PY) tests/bench.py
+	$(PY) tests/bench/run.py
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
