@@ -90,13 +90,20 @@ class _Server:
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
     def _signal(self, sig: signal.Signals) -> None:
-        if self.proc is not None:
+        """Signal the server and every process it started.
+
+        PostgreSQL backends call setsid(), so the postmaster's process group holds only the postmaster:
+        a hang or crash of the server must reach the whole process tree, as a frozen machine would.
+        """
+        if self.proc is None:
+            return
+        for pid in _process_tree(self.proc.pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, sig)
+                os.kill(pid, sig)
 
     def kill(self) -> None:
         """Crash it: SIGKILL to every process of the server, as a machine failure would."""
-        self._signal(signal.SIGCONT)  # a stopped process group still dies, but its sockets close sooner
+        self._signal(signal.SIGSTOP)  # freeze the tree first so that no process forks a new one meanwhile
         self._signal(signal.SIGKILL)
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -223,6 +230,21 @@ class PostgresServer(_Server):
                 return
             time.sleep(0.05)
         raise ServerError(f"postgres on port {self.port} did not accept connections; see {self.log}")
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants, parents first, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid ...
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop(0)
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
 
 
 def _unprivileged_user() -> str:

@@ -49,16 +49,22 @@ class DependencyScheduler:
         self._stuck: asyncio.Task[Outcome] | None = None
 
     async def run(self) -> None:
-        """Probe, report, sleep until the next probe or an early wake-up (a dropped connection)."""
+        """Probe, report, sleep until the next probe or an early wake-up (a dropped connection).
+
+        Intervals are periods from one probe's start to the next one's, so a slow or timed-out probe does not
+        stretch them: a hung server is confirmed after ``unhealthy_threshold`` deadlines, not deadlines plus gaps.
+        """
         while True:
             self._wake.clear()
+            started = self._clock.monotonic()
             outcome, latency = await self.probe_once()
             delay = self.breaker.record(outcome, latency, self._clock.now())
             self._log(outcome, latency, delay)
             self._report(self.breaker.status)
-            not_before = self._clock.monotonic() + (outcome.retry_after or 0.0)
+            now = self._clock.monotonic()
+            not_before = now + (outcome.retry_after or 0.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, started + delay - now))
             # A dropped connection wakes us early, but never before a rate limit's "not before".
             await asyncio.sleep(max(0.0, not_before - self._clock.monotonic()))
 
