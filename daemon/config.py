@@ -182,7 +182,10 @@ class _Reader:
         self.secrets: set[str] = set()
 
     def error(self, path: str, message: str) -> None:
-        self.errors.append(f"{path}: {message}" if path else message)
+        """Record one problem; only the first per path, since later ones follow from it."""
+        head = f"{path}: " if path else ""
+        if not path or not any(e.startswith(head) for e in self.errors):
+            self.errors.append(head + message)
 
     # -- ${VAR} substitution, applied to every string before it is read -----------------------------------
 

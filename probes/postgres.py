@@ -35,7 +35,7 @@ class PostgresOptions:
     def problems(self) -> list[tuple[str, str]]:
         """Config errors as (key, message)."""
         if not self.dsn.startswith(("postgres://", "postgresql://")):
-            return [("dsn", "expected a URL like postgresql://user:password@host:5432/dbname")]
+            return [("dsn", "expected a URL starting with postgresql:// or postgres://")]
         return []
 
 

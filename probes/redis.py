@@ -27,7 +27,7 @@ class RedisOptions:
     def problems(self) -> list[tuple[str, str]]:
         """Config errors as (key, message)."""
         if not self.url.startswith(("redis://", "rediss://", "unix://")):
-            return [("url", "expected a URL like redis://:password@host:6379/0")]
+            return [("url", "expected a URL starting with redis://, rediss:// or unix://")]
         return []
 
 
