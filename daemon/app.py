@@ -60,7 +60,7 @@ class Daemon:
         state = ServiceState(config, clock, validity=3 * heartbeat)
         runtime = api.Runtime(config=config, hub=hub, inbox=inbox)
         redact = config.redactor()
-        metrics = Metrics(config, hub)
+        metrics = Metrics(config, hub, clock=clock)
         hub.add_listener(metrics.observe)
         schedulers = [
             DependencyScheduler(

@@ -1,36 +1,62 @@
-"""Structured logs, configured once: structlog for our lines and the stdlib's (aiohttp, asyncpg) alike.
+"""Structured logs, configured once: structlog for our lines and the stdlib's (aiohttp, asyncpg, asyncio) alike.
 
-Every line passes one redaction processor, so a secret cannot reach the output whatever logged it.
+Every line, ours or a library's, passes one redaction processor after exceptions have been rendered to text,
+so a secret cannot reach the output whatever logged it: a field, a message, a traceback or an uncaught crash.
+
+Loggers are cached on first use. Module-level ``structlog.get_logger()`` proxies are created at import time,
+before :func:`configure` runs; that is fine because a proxy reads the configuration when it first logs, not when
+it is created. The one rule: nothing may log before ``configure`` (``failsoft run`` calls it right after the
+config is loaded), or that logger keeps structlog's defaults for the life of the process.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import os
 import sys
-from collections.abc import MutableMapping
-from typing import Any
+import threading
+from collections.abc import Callable, MutableMapping
+from types import TracebackType
+from typing import Any, TextIO
 
 import orjson
 import structlog
 
+from daemon import tracing
 from daemon.redact import Redactor
 
+Redact = Callable[[str], str]
+_PLAIN = (str, int, float, bool, type(None), dt.datetime, dt.date)
 
-def _redacting(redact: Redactor) -> Any:
+
+def _scrubber(redact: Redact) -> Callable[[Any], Any]:
     def scrub(value: Any) -> Any:
         if isinstance(value, str):
             return redact(value)
+        if isinstance(value, _PLAIN):
+            return value
         if isinstance(value, dict):
             return {k: scrub(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
+        if isinstance(value, list | tuple | set | frozenset):
             return [scrub(v) for v in value]
         if isinstance(value, BaseException):
             return redact(f"{type(value).__name__}: {value}")
-        return value
+        # Anything else (a URL object, a DSN, a config) is turned into text here, so the renderer never calls
+        # str() on it after redaction has run.
+        return redact(str(value))
+
+    return scrub
+
+
+def redacting(redact: Redact) -> structlog.types.Processor:
+    """The processor that masks secrets in every value of an event (run it after exceptions are rendered)."""
+    scrub = _scrubber(redact)
 
     def processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        for key, value in list(event.items()):
-            event[key] = scrub(value)
+        for key, value in event.items():
+            if not key.startswith("_"):  # "_record" and "_from_structlog" are internal and removed before output
+                event[key] = scrub(value)
         return event
 
     return processor
@@ -40,19 +66,35 @@ def _dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
 
-def configure(level: str = "info", fmt: str = "json", redact: Redactor | None = None) -> None:
-    """Set up structlog and the stdlib root logger to write one line per event to stdout."""
-    redact = redact or Redactor()
-    shared: list[Any] = [
+def _with_env_secrets(redact: Redact) -> Redact:
+    """``redact``, plus the OTLP exporter's header values (API keys for a tracing backend) when set."""
+    extra = tracing.header_secrets(os.environ)
+    if not extra:
+        return redact
+    more = Redactor(extra)
+    return lambda text: more(redact(text))
+
+
+def configure(level: str = "info", fmt: str = "json", redact: Redact | None = None,
+              *, stream: TextIO | None = None) -> None:
+    """Set up structlog and the stdlib root logger to write one line per event to ``stream`` (stdout).
+
+    ``fmt`` is ``json`` (one orjson object per line) or ``console`` (aligned, for people).
+    """
+    out = stream or sys.stdout
+    redact_all = _with_env_secrets(redact or Redactor())
+    shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        # Tracebacks become text before redaction: an exception message may quote a DSN.
         structlog.processors.format_exc_info,
-        _redacting(redact),
+        redacting(redact_all),
     ]
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+    renderer: structlog.types.Processor = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback)
         if fmt == "console"
         else structlog.processors.JSONRenderer(serializer=_dumps)
     )
@@ -62,7 +104,7 @@ def configure(level: str = "info", fmt: str = "json", redact: Redactor | None = 
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
@@ -72,3 +114,23 @@ def configure(level: str = "info", fmt: str = "json", redact: Redactor | None = 
     root.setLevel(level.upper())
     # aiohttp's access log would print a line per request (every long-poll); keep it for debugging only.
     logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    # Python warnings and crashes would otherwise go to stderr unredacted.
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_thread_crash
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    structlog.get_logger("failsoft").critical("uncaught_exception", exc_info=(kind, exc, tb))
+
+
+def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None:
+        return
+    structlog.get_logger("failsoft").error(
+        "thread_crashed", thread=args.thread.name if args.thread else None,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )

@@ -101,9 +101,9 @@ class DependencyScheduler:
         # A dependency already known to be down is logged at debug: a sidecar must not flood the pod's logs.
         quiet = self.breaker.status.breaker is BreakerState.OPEN and self.breaker.status.consecutive_failures > 1
         (log.debug if quiet else log.info)(
-            "probe_failed", dependency=self.name, reason=outcome.reason, error=outcome.error,
-            latency_ms=round(latency * 1000, 2), consecutive_failures=self.breaker.status.consecutive_failures,
-            next_probe_s=round(delay, 3),
+            "probe_failed", dependency=self.name, kind=self.breaker.status.kind, reason=outcome.reason,
+            error=outcome.error, latency_ms=round(latency * 1000, 2),
+            consecutive_failures=self.breaker.status.consecutive_failures, next_probe_s=round(delay, 3),
         )
 
     async def aclose(self) -> None:

@@ -267,8 +267,10 @@ def _log_dependency(prev: DependencyStatus, new: DependencyStatus) -> None:
     if new.breaker != prev.breaker:
         name = {BreakerState.OPEN: "breaker_opened", BreakerState.HALF_OPEN: "breaker_half_open",
                 BreakerState.CLOSED: "breaker_closed"}[new.breaker]
-        log.info(name, dependency=new.name, previous=str(prev.breaker))
-    level = "warning" if new.state is DepState.DOWN else "info"
+        log.info(name, dependency=new.name, kind=new.kind, previous=str(prev.breaker), state=str(new.state),
+                 reason=new.reason, consecutive_failures=new.consecutive_failures)
+    # Warn once when it goes down; a half-open re-probe of a dependency already down is not news.
+    level = "warning" if new.state is DepState.DOWN and prev.state is not DepState.DOWN else "info"
     getattr(log, level)("dependency_changed", **fields)
 
 

@@ -48,3 +48,36 @@ class DependencyStatus:
         if self.reason:
             return f"{self.name} {self.state} ({self.reason.replace('_', ' ')})"
         return f"{self.name} {self.state}"
+
+
+class Verdict(StrEnum):
+    """What one probe outcome means for the breaker."""
+
+    OK = "ok"  # answered as expected
+    DEGRADED = "degraded"  # answered, but slow, read-only, lagging, loading, rate limited, low on headroom
+    FAILURE = "failure"  # counts towards unhealthy_threshold
+    FATAL = "fatal"  # down at once, will not heal by waiting (auth, quota, misconfigured)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one probe.
+
+    ``reason`` is a short stable code (``read_only``, ``connection_refused``); ``error`` is human text that
+    must already be free of secrets; ``retry_after`` (seconds) forbids probing again before it has passed;
+    ``details`` are extra figures published in the dependency's entry (``ratelimit``, ``replication_lag_s``).
+    """
+
+    verdict: Verdict
+    reason: str | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+OK = Outcome(Verdict.OK)
+
+
+def degraded(reason: str, error: str | None = None, **details: Any) -> Outcome:
+    """An answer that works but is not healthy."""
+    return Outcome(Verdict.DEGRADED, reason, error, details=details)

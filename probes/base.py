@@ -7,43 +7,12 @@ happen once, in the scheduler (``daemon.scheduler``), never inside a probe.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
-
-class Verdict(StrEnum):
-    """What one probe outcome means for the breaker."""
-
-    OK = "ok"  # answered as expected
-    DEGRADED = "degraded"  # answered, but slow, read-only, lagging, loading, rate limited, low on headroom
-    FAILURE = "failure"  # counts towards unhealthy_threshold
-    FATAL = "fatal"  # down at once, will not heal by waiting (auth, quota, misconfigured)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The result of one probe.
-
-    ``reason`` is a short stable code (``read_only``, ``connection_refused``); ``error`` is human text that
-    must already be free of secrets; ``retry_after`` (seconds) forbids probing again before it has passed;
-    ``details`` are extra figures published in the dependency's entry (``ratelimit``, ``replication_lag_s``).
-    """
-
-    verdict: Verdict
-    reason: str | None = None
-    error: str | None = None
-    retry_after: float | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-
-OK = Outcome(Verdict.OK)
-
-
-def degraded(reason: str, error: str | None = None, **details: Any) -> Outcome:
-    """An answer that works but is not healthy."""
-    return Outcome(Verdict.DEGRADED, reason, error, details=details)
+# The outcome types are plain data that the pure policies also use; they live there and are re-exported here.
+from policies.model import OK, Outcome, Verdict, degraded
 
 
 class ProbeFailure(Exception):
@@ -76,3 +45,6 @@ class Probe(Protocol):
     async def aclose(self) -> None:
         """Release connections; must not hang (terminate, do not wait for a graceful goodbye)."""
         ...
+
+
+__all__ = ["OK", "Outcome", "Probe", "ProbeFailure", "ProbeHooks", "Verdict", "degraded"]

@@ -57,12 +57,36 @@ def run_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         d.stop()
 
 
+def _secret_leaks() -> list[str]:
+    """Every (log file, secret number) where a secret handed to a daemon shows up in what it printed."""
+    logs = sorted(LOG_DIR.glob("*.log"))
+    if logs and not SECRETS:
+        return ["daemon logs exist but no secret was registered: the check would prove nothing"]
+    ordered = sorted(SECRETS)
+    return [f"{log}: secret #{ordered.index(s)} appears in the output"
+            for log in logs for s in ordered if s in log.read_text(errors="replace")]
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """No secret handed to a daemon may appear in anything a daemon printed, in the whole session."""
-    leaks = []
-    for log in LOG_DIR.glob("*.log"):
-        text = log.read_text(errors="replace")
-        leaks += [f"{log.name}: contains secret {s[:3]}***" for s in SECRETS if s and s in text]
+    leaks = _secret_leaks()
     if leaks:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        print("\nSECRET LEAK in daemon output:\n  " + "\n  ".join(leaks))
+        session.config.stash[_LEAKS] = leaks
+
+
+_LEAKS = pytest.StashKey[list[str]]()
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    """Report secret leaks next to the results (the run already failed in pytest_sessionfinish)."""
+    leaks = config.stash.get(_LEAKS, [])
+    if leaks:
+        terminalreporter.section("SECRET LEAK in daemon output", red=True)
+        for line in leaks:
+            terminalreporter.line(line, red=True)
+    else:
+        count = len(list(LOG_DIR.glob("*.log")))
+        terminalreporter.line(f"secret check: {len(SECRETS)} secrets, none in {count} daemon logs")
