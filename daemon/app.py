@@ -12,6 +12,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import aiohttp
 import structlog
 from aiohttp import web
 
@@ -24,7 +25,7 @@ from daemon.metrics import Metrics
 from daemon.publish_redis import RedisPublisher
 from daemon.scheduler import DependencyScheduler
 from daemon.state import ServiceState, run_owner
-from probes import KINDS
+from probes import KINDS, llm
 from probes.base import Probe, ProbeHooks
 
 log = structlog.get_logger("failsoft.daemon")
@@ -48,6 +49,7 @@ class Daemon:
     runner: web.AppRunner
     metrics: Metrics
     publisher: RedisPublisher | None = None
+    http_session: aiohttp.ClientSession | None = None
     port: int = 0
 
     @classmethod
@@ -60,12 +62,13 @@ class Daemon:
         state = ServiceState(config, clock, validity=3 * heartbeat)
         runtime = api.Runtime(config=config, hub=hub, inbox=inbox)
         redact = config.redactor()
+        http_session = llm.client_session() if any(d.kind == "llm" for d in config.dependencies.values()) else None
         metrics = Metrics(config, hub, clock=clock)
         hub.add_listener(metrics.observe)
         schedulers = [
             DependencyScheduler(
                 Breaker(dep.name, dep.kind, dep.settings),
-                _probe_factory(dep.kind, dep.options, dep.settings.timeout),
+                _probe_factory(dep.kind, dep.options, dep.settings.timeout, http_session),
                 inbox.put_nowait,
                 clock,
                 redact,
@@ -89,7 +92,7 @@ class Daemon:
             raise StartupError(f"http.listen {host}:{port}: cannot listen ({exc.strerror or exc})") from None
         bound = _bound_port(runner) or port
         publisher = RedisPublisher(config.publish, config.service, hub, metrics) if config.publish else None
-        daemon = cls(config, clock, runtime, state, schedulers, runner, metrics, publisher, bound)
+        daemon = cls(config, clock, runtime, state, schedulers, runner, metrics, publisher, http_session, bound)
         if publisher is not None:
             await publisher.start()
         runtime.tasks["owner"] = asyncio.create_task(run_owner(state, inbox, hub, refresh=heartbeat), name="owner")
@@ -120,15 +123,19 @@ class Daemon:
         if self.publisher is not None:
             closing.append(self.publisher.aclose())
         await asyncio.gather(*closing, return_exceptions=True)
+        if self.http_session is not None:
+            await self.http_session.close()
         await self.metrics.aclose()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.runner.cleanup(), SHUTDOWN_GRACE + 0.5)
         log.info("stopped")
 
 
-def _probe_factory(kind: str, options: object, timeout: float) -> Callable[[Callable[[], None]], Probe]:
+def _probe_factory(
+    kind: str, options: object, timeout: float, http_session: aiohttp.ClientSession | None
+) -> Callable[[Callable[[], None]], Probe]:
     def make(wake: Callable[[], None]) -> Probe:
-        return KINDS[kind].create(options, timeout, ProbeHooks(connection_lost=wake))
+        return KINDS[kind].create(options, timeout, ProbeHooks(connection_lost=wake, http_session=http_session))
 
     return make
 

@@ -314,13 +314,19 @@ class _Reader:
                 self.secrets.add(pw)
             if isinstance(value, dict):
                 self.secrets.update(v for k, v in value.items() if _SENSITIVE_HEADER.search(k))
-            if value is None and raw is not None:
+            if value is None and (raw is not None or not _optional(hints[f.name])):
+                if raw is None and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    self.error(fpath, "is required")
                 continue  # error recorded; keep going to find more
             values[f.name] = value
         try:
             return cls(**values)
         except TypeError:
             return None  # a required field was missing or invalid; already reported
+
+
+def _optional(hint: Any) -> bool:
+    return get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint)
 
 
 def _join(path: str, key: str) -> str:
@@ -387,7 +393,9 @@ def parse_config(
     config = _build(reader, data, base_dir or Path.cwd())
     if reader.errors or config is None:
         redact = Redactor(reader.secrets)
-        raise ConfigError([redact(e) for e in reader.errors] or ["the configuration is not usable"])
+        # Redact the message, not the path: a path such as `dependencies.x.api_key:` looks like a credential.
+        errors = [path + sep + redact(msg) for path, sep, msg in (e.partition(": ") for e in reader.errors)]
+        raise ConfigError(errors or ["the configuration is not usable"])
     return config
 
 

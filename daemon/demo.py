@@ -1,6 +1,7 @@
 """``failsoft demo``: the whole thing on one machine with no setup.
 
-Starts a throw-away PostgreSQL and Redis from the local binaries, runs the daemon against them, and reads
+Starts a throw-away PostgreSQL and Redis from the local binaries and two simulated LLM providers, runs the
+daemon against them, and reads
 commands from the terminal so that a newcomer can crash, hang and restore the servers and watch the level move.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from daemon import logs
 from daemon.app import Daemon, StartupError
 from daemon.config import ConfigError, parse_config
+from daemon.llmsim import ProviderSimulator
 from daemon.localservers import PostgresServer, RedisServer, ServerError
 
 CONFIG = """\
@@ -27,6 +29,9 @@ defaults: {{down_interval: {{initial: 500ms, max: 2s}}}}
 dependencies:
   db: {{kind: postgres, dsn: "{dsn}"}}
   cache: {{kind: redis, url: "{redis}"}}
+  openai: {{kind: llm, provider: openai, base_url: "{openai_url}", api_key: demo-key-openai}}
+  anthropic: {{kind: llm, provider: anthropic, base_url: "{anthropic_url}", api_key: demo-key-anthropic}}
+llm_failover: [openai, anthropic]
 policy:
   levels: [full, degraded, limited, cache_only]
   recover_after: 3s
@@ -34,8 +39,11 @@ policy:
     - level: cache_only
       when: {{any_down: [db]}}
       message: Showing saved data; changes are paused
+    - level: limited
+      when: {{all_down: [openai, anthropic]}}
+      message: AI features are temporarily unavailable
     - level: degraded
-      when: {{any_not_healthy: [db, cache]}}
+      when: {{any_not_healthy: [db, cache, openai, anthropic]}}
   capabilities:
     full: [chat, search, write]
     degraded: [chat, search, write]
@@ -52,13 +60,18 @@ HELP = """
     curl -s 'http://127.0.0.1:{port}/service-level?index=SEQ&wait=30s'   # returns when the level changes
 
   Type a command here and press Enter:
-    db      crash PostgreSQL (kill -9 of all its processes)  -> level cache_only; again: restart it
-    cache   hang Redis (SIGSTOP)                             -> level degraded;   again: resume it
-    status  print the level and the dependencies
+    db         crash PostgreSQL (kill -9 of all its processes)  -> level cache_only; again: restart it
+    cache      hang Redis (SIGSTOP)                             -> level degraded;   again: resume it
+    openai     make the simulated OpenAI answer 500s            -> active_llm anthropic; again: heal it
+    anthropic  make the simulated Anthropic reset connections   -> with openai broken too: level limited
+    ratelimit  make OpenAI answer 429 with retry-after: 10      -> degraded/rate_limited, no call for 10s
+    status     print the level and the dependencies
     help    this text
     quit    stop everything (Ctrl-C works too)
 
-  The same faults by hand: kill -KILL -- -{pg_pid}   (PostgreSQL)   kill -STOP {redis_pid} / kill -CONT {redis_pid}
+  The same faults by hand: kill -KILL {pg_pid} (PostgreSQL), kill -STOP {redis_pid} / kill -CONT {redis_pid} (Redis),
+    curl -X POST {sim}/_sim/openai -d '{{"mode": "error"}}'     (modes: healthy, error, rate_limit, quota,
+    auth, hang, slow, reset, ...; GET {sim}/_sim lists them with request counts)
 """
 
 
@@ -72,12 +85,14 @@ class Demo:
         self.db_crashed = False
         self.cache_hung = False
         self.daemon: Daemon | None = None
+        self.llm = ProviderSimulator({"openai": "openai", "anthropic": "anthropic"})
+        self.broken: set[str] = set()
         self.config_path = Path(tempfile.mkdtemp(prefix="failsoft-demo-")) / "failsoft.yaml"
 
     def help(self) -> str:
         """What to try."""
         return HELP.format(port=self.port, config=self.config_path, pg_pid=self.pg.pid or "?",
-                           redis_pid=self.redis.pid or "?")
+                           redis_pid=self.redis.pid or "?", sim=self.llm.url)
 
     async def toggle_db(self) -> str:
         """Crash PostgreSQL, or start it again."""
@@ -99,6 +114,16 @@ class Demo:
         self.cache_hung = True
         return "Redis hangs (SIGSTOP): probes time out after 500ms; type 'cache' again to resume it"
 
+    def toggle_llm(self, name: str, mode: str, **params: object) -> str:
+        """Break a simulated provider in ``mode``, or heal it."""
+        if name in self.broken:
+            self.llm.set_mode(name, "healthy")
+            self.broken.discard(name)
+            return f"{name} is healthy again; a switch back to it waits recover_after (3s)"
+        self.llm.set_mode(name, mode, **params)
+        self.broken.add(name)
+        return f"{name} now answers {mode}; type the same command again to heal it"
+
     def status(self) -> str:
         """The level line and the dependency table."""
         from daemon.cli import format_status
@@ -111,6 +136,9 @@ class Demo:
         """Run one typed command; None means quit."""
         actions: dict[str, Callable[[], object]] = {
             "db": self.toggle_db, "cache": self.toggle_cache, "status": self.status, "help": self.help,
+            "openai": lambda: self.toggle_llm("openai", "error"),
+            "anthropic": lambda: self.toggle_llm("anthropic", "reset"),
+            "ratelimit": lambda: self.toggle_llm("openai", "rate_limit", retry_after=10),
         }
         word = line.strip().lower()
         if word in ("q", "quit", "exit"):
@@ -118,7 +146,7 @@ class Demo:
         if not word:
             return ""
         if word not in actions:
-            return f"unknown command {word!r}: try db, cache, status, help or quit"
+            return f"unknown command {word!r}: try db, cache, openai, anthropic, ratelimit, status, help or quit"
         result = actions[word]()
         if asyncio.iscoroutine(result):
             result = await result
@@ -152,7 +180,9 @@ async def _main(demo: Demo) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    config_text = CONFIG.format(port=demo.port, dsn=demo.pg.dsn, redis=demo.redis.url)
+    await demo.llm.start("127.0.0.1", 0)
+    config_text = CONFIG.format(port=demo.port, dsn=demo.pg.dsn, redis=demo.redis.url,
+                                openai_url=demo.llm.base_url("openai"), anthropic_url=demo.llm.base_url("anthropic"))
     demo.config_path.write_text(config_text)
     try:
         config = parse_config(config_text, {}, source=str(demo.config_path))
@@ -173,6 +203,7 @@ async def _main(demo: Demo) -> int:
     finally:
         commands.cancel()
         await demo.daemon.stop()
+        await demo.llm.stop()
     return 0
 
 

@@ -208,8 +208,8 @@ class ServiceState:
 
     def _failover_event(self, previous: str | None) -> Event:
         active = self.failover.active
-        if previous is not None and self.deps[previous].state not in (DepState.HEALTHY, DepState.DEGRADED):
-            reason = self.deps[previous].describe()
+        if previous is not None and self.deps[previous].state is not DepState.HEALTHY:
+            reason = self.deps[previous].describe()  # e.g. "openai degraded (rate limited)"
         elif active is None:
             reason = "no usable LLM provider"
         elif previous is None:

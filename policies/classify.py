@@ -7,13 +7,29 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import re
 import socket
 import ssl
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from typing import Any
 
-from probes.base import OK, Outcome, Verdict
+from policies.model import OK, Outcome, Verdict
+from policies.ratelimit import (
+    Window,
+    error_message,
+    generic_reset,
+    is_invalid_key,
+    is_quota_exhausted,
+    low_headroom,
+    ratelimit_details,
+    ratelimit_windows,
+    reset_wait,
+    retry_delay,
+    retry_delay_in_text,
+)
 
 # (exception type, reason), first match wins; the exception's cause chain is searched too, so that
 # a library error wrapping ConnectionRefusedError is still "connection_refused".
@@ -28,6 +44,15 @@ EXCEPTION_REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (ssl.CertificateError, "tls"),
 )
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL}
+# Client libraries (aiohttp's ClientOSError) raise plain OSError subclasses carrying the errno, not the
+# specific ConnectionResetError class: the errno still says what happened.
+ERRNO_REASONS: Mapping[int, str] = {
+    errno.ECONNREFUSED: "connection_refused",
+    errno.ECONNRESET: "connection_reset",
+    errno.EPIPE: "connection_reset",
+    errno.ECONNABORTED: "connection_reset",
+    errno.ETIMEDOUT: "timeout",
+}
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:
@@ -54,6 +79,9 @@ def exception_reason(exc: BaseException) -> tuple[str, bool]:
         for cls, reason in EXCEPTION_REASONS:
             if isinstance(e, cls):
                 return reason, False
+    for e in chain:
+        if isinstance(e, OSError) and (by_errno := ERRNO_REASONS.get(e.errno or 0)) is not None:
+            return by_errno, False
     for e in chain:
         if isinstance(e, OSError) and e.errno in _UNREACHABLE:
             return "unreachable", False
@@ -107,3 +135,112 @@ def http_status(status: int, headers: Mapping[str, str], now: float, expected: C
     if status >= 500:
         return Outcome(Verdict.FAILURE, "http_5xx", f"HTTP {status}")
     return Outcome(Verdict.FAILURE, f"http_{status}", f"HTTP {status}: not an expected status")
+
+
+# --------------------------------------------------------------------------------------------------------
+# LLM providers: the status, the headers and the start of the body together say what an answer means.
+
+# Statuses the official SDKs retry by default (besides 429 and 5xx): the condition is expected to pass.
+_TRANSIENT_4XX = frozenset({408, 409})
+# Shapes of API keys a provider may echo in an error message ("Incorrect API key provided: sk-...").
+_KEY_SHAPED = re.compile(r"\b(?:sk|pk|rk)[-_][A-Za-z0-9_*.\-]{5,}[A-Za-z0-9_*\-]|\bAIza[0-9A-Za-z_*\-]{10,}")
+_MAX_MESSAGE = 200
+_NOT_READ = object()  # the body was longer than what was read, so it was not parsed
+
+
+def should_retry(headers: Mapping[str, str]) -> bool | None:
+    """The provider's own verdict in ``x-should-retry`` (``true``/``false``), as the SDKs read it; None if absent."""
+    value = headers.get("x-should-retry", "").strip().lower()
+    return {"true": True, "false": False}.get(value)
+
+
+def llm_answer(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    complete: bool,
+    now: float,
+    min_headroom: float,
+    mask: Callable[[str], str] = lambda text: text,
+) -> Outcome:
+    """What an LLM provider's answer means, from its status, headers and (the first KiB of) its body.
+
+    ``complete`` says whether ``body`` is the whole body; ``now`` is the wall clock (epoch seconds);
+    ``mask`` removes the probe's own secrets from any provider text before it is kept.
+    """
+    parsed = _json(body) if complete else None
+    windows = ratelimit_windows(headers, now)
+    details: dict[str, Any] = {"ratelimit": ratelimit_details(windows, now)} if windows else {}
+    if 200 <= status < 300:
+        parsed = parsed if complete else _NOT_READ
+        return _llm_success(headers, body, parsed, windows=windows, min_headroom=min_headroom, details=details)
+    said = _provider_text(parsed, mask)
+    text = f"HTTP {status}: {said}" if said else f"HTTP {status}"
+    if status in (401, 403) or (status == 400 and is_invalid_key(parsed)):
+        return Outcome(Verdict.FATAL, "auth", f"{text} (credentials were refused)", details=details)
+    if status == 402 or (status in (400, 429) and is_quota_exhausted(parsed)):
+        return Outcome(Verdict.FATAL, "quota_exhausted", f"{text} (quota or billing exhausted)", details=details)
+    if status == 429:
+        wait = _retry_wait(headers, parsed, windows, now, said)
+        return Outcome(Verdict.DEGRADED, "rate_limited", text, retry_after=wait, details=details)
+    return _llm_error(status, should_retry(headers), text, details)
+
+
+def _llm_error(status: int, retry: bool | None, text: str, details: dict[str, Any]) -> Outcome:
+    """Every other status; ``x-should-retry`` overrides whether it is expected to pass, as in the SDKs."""
+    transient = status >= 500 or status in _TRANSIENT_4XX
+    reason = "overloaded" if status == 529 else "http_5xx" if status >= 500 else f"http_{status}"
+    if status == 404 or (300 <= status < 400):
+        # Contract: a 404 on the probe path is a wrong base_url or model; waiting will not fix it.
+        return Outcome(Verdict.FATAL, "misconfigured", f"{text} (check base_url and model)", details=details)
+    if retry is False and transient:
+        return Outcome(Verdict.FATAL, reason, f"{text} (x-should-retry: false)", details=details)
+    if transient or retry is True:
+        return Outcome(Verdict.FAILURE, reason, text, details=details)
+    if 400 <= status < 500:
+        return Outcome(Verdict.FATAL, "misconfigured", f"{text} (the provider rejected the probe)", details=details)
+    return Outcome(Verdict.FAILURE, reason, f"{text}: not an expected status", details=details)
+
+
+def _llm_success(
+    headers: Mapping[str, str], body: bytes, parsed: Any, *, windows: Mapping[str, Window], min_headroom: float,
+    details: dict[str, Any],
+) -> Outcome:
+    # A listing can be larger than we read (parsed is _NOT_READ): then its start must look like a JSON object.
+    looks_right = body.lstrip()[:1] == b"{" if parsed is _NOT_READ else isinstance(parsed, dict)
+    if not looks_right:
+        kind = headers.get("content-type", "no content type").split(";")[0].strip()[:60]
+        return Outcome(Verdict.FAILURE, "bad_response", f"the answer is not a JSON object ({kind})", details=details)
+    low = low_headroom(windows, min_headroom)
+    if low is not None:
+        kind, w = low
+        return Outcome(Verdict.DEGRADED, "low_headroom",
+                       f"{kind}: {w.remaining} of {w.limit} left ({w.fraction() or 0:.1%})", details=details)
+    return Outcome(Verdict.OK, details=details)
+
+
+def _retry_wait(
+    headers: Mapping[str, str], parsed: Any, windows: Mapping[str, Window], now: float, said: str | None
+) -> float | None:
+    """The first retry time given: retry-after(-ms), Gemini's RetryInfo, the reset headers, the message."""
+    for wait in (retry_after_seconds(headers, now), retry_delay(parsed), reset_wait(windows),
+                 generic_reset(headers, now), retry_delay_in_text(said)):
+        if wait is not None:
+            return wait
+    return None
+
+
+def _json(body: bytes) -> Any:
+    with contextlib.suppress(ValueError, RecursionError):
+        return json.loads(body)
+    return None
+
+
+def _provider_text(parsed: Any, mask: Callable[[str], str]) -> str | None:
+    """The provider's error message, without our secrets nor anything shaped like a key, kept short."""
+    message = error_message(parsed)
+    if message is None:
+        return None
+    message = _KEY_SHAPED.sub("***", mask(message))
+    return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 3] + "..."

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import aiohttp
+
 # The outcome types are plain data that the pure policies also use; they live there and are re-exported here.
 from policies.model import OK, Outcome, Verdict, degraded
 
@@ -33,6 +35,9 @@ class ProbeHooks:
     """
 
     connection_lost: Callable[[], None] = lambda: None
+    # One client session (one connection pool) shared by the HTTP-based probes of the process; a probe that is
+    # given one never closes it: its owner does.
+    http_session: aiohttp.ClientSession | None = None
 
 
 class Probe(Protocol):
