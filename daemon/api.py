@@ -67,6 +67,14 @@ def _headers(pub: Published) -> dict[str, str]:
     return {"ETag": pub.etag, "X-Failsoft-Index": str(pub.seq), "Cache-Control": "no-cache"}
 
 
+def _etag_matches(header: str | None, etag: str) -> bool:
+    """RFC 9110 If-None-Match: ``*``, a list, and weak tags (``W/"7"``) compared weakly."""
+    if header is None:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
 def _query_number(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None:
@@ -88,11 +96,13 @@ async def service_level(request: web.Request) -> web.StreamResponse:
             got = request.query["wait"][:40]
             raise web.HTTPBadRequest(text=f"wait must be a duration like 30s or 5m, got {got!r}") from None
     pub = rt.hub.current
-    if index is not None and pub is not None and pub.seq <= index:
+    # An index above the current seq comes from before a restart (seq began again): answer at once, so the
+    # reader sees the new `boot` now rather than after a whole wait.
+    if index is not None and pub is not None and pub.seq == index:
         pub = await rt.hub.wait_past(index, wait)
     if pub is None:
         return error(503, "starting", "the daemon is starting")
-    if request.headers.get("If-None-Match") == pub.etag:
+    if _etag_matches(request.headers.get("If-None-Match"), pub.etag):
         return web.Response(status=304, headers=_headers(pub))
     status = 503 if pub.snapshot.level == "unknown" else 200
     return web.Response(status=status, body=pub.body, content_type=JSON, headers=_headers(pub))
@@ -121,9 +131,9 @@ def build_app(runtime: Runtime, extra_routes: list[web.RouteDef] | None = None) 
     app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
     app[RUNTIME] = runtime
     app.add_routes([
-        web.get("/service-level", service_level, allow_head=False),
-        web.get("/healthz", healthz, allow_head=False),
-        web.get("/readyz", readyz, allow_head=False),
+        web.get("/service-level", service_level),
+        web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
         *(extra_routes or []),
     ])
     return app

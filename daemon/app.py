@@ -116,6 +116,7 @@ class Daemon:
     async def stop(self) -> None:
         """Shutdown: stop probing, finish answers in flight, close connections."""
         self.runtime.stopping.set()
+        self.runtime.hub.drain()
         for task in self.runtime.tasks.values():
             task.cancel()
         await asyncio.gather(*self.runtime.tasks.values(), return_exceptions=True)

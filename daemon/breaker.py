@@ -46,6 +46,8 @@ class Breaker:
             up = DepState.HEALTHY if verdict is Verdict.OK else DepState.DEGRADED
             breaker, state = self._on_success(prev.breaker, up, first)
             failures, error = 0, outcome.error if up is DepState.DEGRADED else None
+            if state is DepState.DOWN:  # half open: still down, and still down for the reason it went down
+                reason, error = prev.reason, prev.last_error
         else:
             failures = prev.consecutive_failures + 1
             breaker, state = self._on_failure(prev.breaker, prev.state, first or verdict is Verdict.FATAL, failures)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import socket
@@ -254,7 +255,8 @@ class _Reader:
             if items is None:
                 self.error(path, f"expected a list, got {shown}")
                 return None
-            return tuple(self.value(args[0], v, f"{path}[{i}]") for i, v in enumerate(items))
+            values = tuple(self.value(args[0], v, f"{path}[{i}]") for i, v in enumerate(items))
+            return None if any(v is None for v in values) else values
         if origin in (Mapping, dict) or hint is dict:
             m = self.mapping(node, path)
             return {k: str(self.value(str, v, _join(path, k))) for k, v in m.items()}
@@ -275,9 +277,13 @@ class _Reader:
             self.error(path, f"expected true or false, got {shown}")
         elif hint in (int, float):
             try:
-                number = hint(node) if not isinstance(node, bool) else None
+                number = float(node) if not isinstance(node, bool) else None
             except (ValueError, TypeError):
                 number = None
+            if number is not None and not math.isfinite(number):
+                number = None
+            if number is not None and hint is int:
+                number = int(number) if number.is_integer() else None
             if number is None:
                 self.error(path, f"expected {'a whole number' if hint is int else 'a number'}, got {shown}")
                 return None
@@ -360,6 +366,24 @@ TOP_KEYS = ["service", "http", "log", "publish", "defaults", "dependencies", "ll
 SETTINGS_KEYS = [f.name for f in dataclasses.fields(ProbeSettings)]
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: with plain YAML the last one silently wins."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return dict(loader.construct_mapping(node, deep=deep))
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
 def resolve_path(path: str | None, env: Mapping[str, str] | None = None) -> Path:
     """``--config PATH``, else ``$FAILSOFT_CONFIG``, else ``./failsoft.yaml``."""
     env = os.environ if env is None else env
@@ -381,7 +405,7 @@ def parse_config(
 ) -> Config:
     """Validate a config given as YAML text."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -410,6 +434,7 @@ def _build(r: _Reader, data: Any, base_dir: Path) -> Config | None:
     log = r.dataclass(LogSettings, r.mapping(top.get("log"), "log", ["level", "format"]), "log")
     defaults_node = r.mapping(top.get("defaults"), "defaults", SETTINGS_KEYS)
     defaults = r.dataclass(ProbeSettings, defaults_node, "defaults", ProbeSettings()) or ProbeSettings()
+    _check_settings(r, defaults, "defaults", set(defaults_node))
     deps = _dependencies(r, top.get("dependencies"), defaults)
     failover = _failover(r, top.get("llm_failover"), deps)
     publish = _publish(r, top.get("publish"), deps)
@@ -464,24 +489,28 @@ def _dependencies(r: _Reader, node: Any, defaults: ProbeSettings) -> dict[str, D
         options = r.dataclass(kind.options, {k: v for k, v in body.items() if k in option_keys}, path)
         if settings is None or options is None:
             continue
-        _check_settings(r, settings, path)
+        _check_settings(r, settings, path, set(body) & set(SETTINGS_KEYS))
         for key, message in getattr(options, "problems", lambda: [])():
             r.error(_join(path, key), message)
         deps[name] = Dependency(name, kind_name, settings, options)  # type: ignore[arg-type]
     return deps
 
 
-def _check_settings(r: _Reader, s: ProbeSettings, path: str) -> None:
+def _check_settings(r: _Reader, s: ProbeSettings, path: str, keys: set[str] | None = None) -> None:
+    """Range checks; ``keys`` limits them to what this block sets (defaults are checked once, at ``defaults``)."""
+    def bad(key: str) -> bool:
+        return keys is None or key in keys
+
     for key in ("interval", "timeout", "fast_interval"):
-        if getattr(s, key) <= 0:
+        if bad(key) and getattr(s, key) <= 0:
             r.error(_join(path, key), "must be more than 0")
     for key in ("unhealthy_threshold", "healthy_threshold"):
-        if getattr(s, key) < 1:
+        if bad(key) and getattr(s, key) < 1:
             r.error(_join(path, key), "must be at least 1")
     b = s.down_interval
-    if b.initial <= 0 or b.max < b.initial:
+    if bad("down_interval") and (b.initial <= 0 or b.max < b.initial):
         r.error(_join(path, "down_interval"), "needs 0 < initial <= max")
-    if b.multiplier < 1:
+    if bad("down_interval") and b.multiplier < 1:
         r.error(_join(path, "down_interval.multiplier"), "must be at least 1")
 
 
@@ -550,7 +579,7 @@ def _policy(
     elif isinstance(node, str):
         file = (base_dir / node) if not Path(node).is_absolute() else Path(node)
         try:
-            node = r.expand(yaml.safe_load(file.read_text(encoding="utf-8")), path)
+            node = r.expand(yaml.load(file.read_text(encoding="utf-8"), Loader=_StrictLoader), path)  # noqa: S506
         except OSError as exc:
             r.error(path, f"cannot read policy file {str(file)!r} ({exc.strerror or exc})")
             return None, notes

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -36,23 +36,43 @@ class Published:
         return f'"{self.snapshot.seq}"'
 
 
+def sse_frame(event_type: str, seq: int, body: bytes) -> bytes:
+    """One Server-Sent Events message: ``id`` (the seq), ``event`` (the type) and the JSON on one ``data`` line.
+
+    orjson never emits a raw newline (newlines inside strings are escaped), so one ``data:`` line is enough.
+    """
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, event_type.encode(), body)
+
+
 @dataclass(frozen=True, slots=True)
 class PublishedEvent:
-    """An event with its JSON serialised once."""
+    """An event with its JSON serialised once, and its SSE message built once for every stream reader."""
 
     seq: int
     type: str
     data: dict[str, Any]
     body: bytes
+    frame: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Built here so that a thousand streams share one bytes object per event instead of formatting their own.
+        object.__setattr__(self, "frame", sse_frame(self.type, self.seq, self.body))
 
 
 class Subscription:
-    """A reader of events with a bounded queue; a reader that falls too far behind is cut off."""
+    """A reader of events with a bounded queue; a reader that falls too far behind is cut off.
 
-    def __init__(self, hub: Hub, size: int) -> None:
+    ``on_overflow`` runs (synchronously, once) when the queue is full: a stream blocked writing to a reader that
+    never reads cannot notice by itself, so it passes a callback that closes the connection.
+    """
+
+    def __init__(self, hub: Hub, size: int, on_overflow: Callable[[], None] | None = None) -> None:
         self._hub = hub
         self.queue: asyncio.Queue[PublishedEvent] = asyncio.Queue(maxsize=size)
         self.overflowed = asyncio.Event()
+        self.closed = False
+        self._on_overflow = on_overflow
+        self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, event: PublishedEvent) -> None:
         """Queue ``event``, or mark the subscription overflowed (its reader then drops the connection)."""
@@ -61,10 +81,41 @@ class Subscription:
         except asyncio.QueueFull:
             self.overflowed.set()
             self._hub.unsubscribe(self)
+            if self._on_overflow is not None:
+                callback, self._on_overflow = self._on_overflow, None
+                callback()
+        self._wake()
 
     def close(self) -> None:
-        """Stop receiving events."""
+        """Stop receiving events (and wake a reader blocked in ``wait``)."""
+        self.closed = True
         self._hub.unsubscribe(self)
+        self._wake()
+
+    async def wait(self, max_wait: float) -> None:
+        """Return once an event is queued, the subscription overflowed or was closed, or ``max_wait`` passed.
+
+        One future and one timer per wait, no task: thousands of idle streams must cost little.
+        """
+        if not self.queue.empty() or self.overflowed.is_set() or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(max_wait, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            _resolve(self._waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 Listener = Callable[[Published, list[PublishedEvent]], None]
@@ -77,6 +128,7 @@ class Hub:
         self.current: Published | None = None
         self.ring: deque[PublishedEvent] = deque(maxlen=RING_SIZE)
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.draining = False  # set at shutdown: blocking queries answer at once with the State they have
         self._subscriptions: set[Subscription] = set()
         self._listeners: list[Listener] = []
 
@@ -100,10 +152,16 @@ class Hub:
             self._changed.set_result(None)
             self._changed = asyncio.get_running_loop().create_future()
 
-    async def wait_past(self, index: int, timeout: float) -> Published | None:
+    def drain(self) -> None:
+        """Shutdown: wake every blocking query so that it answers now instead of being cut off."""
+        self.draining = True
+        if not self._changed.done():
+            self._changed.set_result(None)
+
+    async def wait_past(self, index: int, timeout: float) -> Published | None:  # noqa: ASYNC109 - the query's own wait=
         """The State as soon as its seq exceeds ``index``, or the unchanged one after ``timeout``."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while self.current is None or self.current.seq <= index:
+        while (self.current is None or self.current.seq <= index) and not self.draining:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
@@ -122,9 +180,9 @@ class Hub:
             return None
         return newer
 
-    def subscribe(self, size: int = 256) -> Subscription:
-        """A new event subscription; call ``close`` when done."""
-        sub = Subscription(self, size)
+    def subscribe(self, size: int = 256, on_overflow: Callable[[], None] | None = None) -> Subscription:
+        """A new event subscription; call ``close`` when done. ``on_overflow``: see ``Subscription``."""
+        sub = Subscription(self, size, on_overflow)
         self._subscriptions.add(sub)
         return sub
 

@@ -79,11 +79,11 @@ class DependencyScheduler:
         done, _ = await asyncio.wait({task}, timeout=timeout)
         latency = self._clock.monotonic() - start
         if not done:
+            task.add_done_callback(_consume)  # it may still fail while unwinding: read that, never log it
             task.cancel()
             await asyncio.wait({task}, timeout=_UNWIND)
             if not task.done():
                 self._stuck = task
-                task.add_done_callback(_consume)
             return Outcome(Verdict.FAILURE, "timeout", f"no answer within {timeout * 1000:g}ms"), latency
         exc = task.exception()
         if exc is None:

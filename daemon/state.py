@@ -132,7 +132,7 @@ class ServiceState:
         self.machine = LevelMachine(policy.recover_after)
         self.failover = FailoverMachine(config.llm_failover, policy.recover_after)
         self.override: Override | None = None
-        self.ready = False
+        self.ready = not self.deps  # with nothing to probe, the best level is known at once
 
     # -- inputs ------------------------------------------------------------------------------------------
 
@@ -304,7 +304,7 @@ async def run_owner(
     """
     clock = state.clock
     next_refresh = clock.monotonic() + refresh
-    hub.publish(state.snapshot(), [])
+    hub.publish(state.snapshot(), state.tick())  # the first evaluation, when there is nothing to wait for
     while True:
         now = clock.monotonic()
         wake = min(t for t in (state.deadline(), next_refresh) if t is not None)

@@ -1,0 +1,276 @@
+"""daemon.api: the local HTTP API, in process (aiohttp TestServer/TestClient) over a real Hub and ServiceState.
+
+The state is driven by hand (ManualClock, statuses fed directly) so that every answer is deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from daemon.api import Runtime, build_app
+from daemon.clock import ManualClock
+from daemon.config import parse_config
+from daemon.hub import Hub
+from daemon.state import ServiceState
+from policies.model import BreakerState, DependencyStatus, DepState
+
+CONFIG = """
+service: api-test
+http: {listen: "127.0.0.1:0"}
+dependencies:
+  db: {kind: tcp, address: "127.0.0.1:1"}
+  cache: {kind: tcp, address: "127.0.0.1:2"}
+"""
+STATE_KEYS = {"service", "boot", "level", "seq", "since", "reason", "message", "capabilities", "active_llm",
+              "override", "dependencies", "updated_at", "valid_until"}
+
+
+class WatchedHub(Hub):
+    """The real hub, telling the test when a blocking query has parked in ``wait_past`` (so no sleep is needed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parked = asyncio.Event()
+
+    async def wait_past(self, index: int, timeout: float) -> Any:  # noqa: ASYNC109 - the overridden signature
+        self.parked.set()
+        return await super().wait_past(index, timeout)
+
+
+def status(name: str, state: DepState = DepState.HEALTHY, reason: str | None = None) -> DependencyStatus:
+    """A probed dependency's status."""
+    breaker = BreakerState.OPEN if state is DepState.DOWN else BreakerState.CLOSED
+    return DependencyStatus(name=name, kind="tcp", state=state, breaker=breaker, reason=reason, probes=1)
+
+
+@dataclass
+class Api:
+    """The app under test and the handles to move its state."""
+
+    client: TestClient[Any, Any]
+    state: ServiceState
+    hub: WatchedHub
+    runtime: Runtime
+
+    def feed(self, dep: DependencyStatus) -> None:
+        """What the owner task does: apply a status and publish the result."""
+        events = self.state.update(dep)
+        self.hub.publish(self.state.snapshot(), events)
+
+    def ready(self) -> None:
+        """Probe every dependency once (healthy)."""
+        self.feed(status("db"))
+        self.feed(status("cache"))
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[Api]:
+    """The HTTP API on a free loopback port, with the unknown State published as at start-up."""
+    config = parse_config(CONFIG, {})
+    hub = WatchedHub()
+    state = ServiceState(config, ManualClock())
+    hub.publish(state.snapshot(), [])
+    runtime = Runtime(config=config, hub=hub, inbox=asyncio.Queue())
+    async with TestServer(build_app(runtime), host="127.0.0.1", port=0) as server, TestClient(server) as client:
+        yield Api(client, state, hub, runtime)
+
+
+def assert_error(body: Any, code: str | None = None) -> None:
+    """The contract's error shape: {"error": {"code": ..., "message": ...}}."""
+    assert set(body) == {"error"}
+    assert isinstance(body["error"]["code"], str)
+    assert body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code
+
+
+async def test_before_the_first_evaluation_the_level_is_unknown_with_503(api: Api) -> None:
+    """Until a level is computed: 503 with the State body saying level unknown, and the index header."""
+    resp = await api.client.get("/service-level")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["level"] == "unknown"
+    assert body["seq"] == 0
+    assert resp.headers["X-Failsoft-Index"] == "0"
+
+
+async def test_readyz_is_503_until_every_dependency_was_probed_then_200(api: Api) -> None:
+    """Readiness waits for the first probe of every dependency and names the missing ones."""
+    resp = await api.client.get("/readyz")
+    assert resp.status == 503
+    assert_error(await resp.json())
+    api.feed(status("db"))
+    resp = await api.client.get("/readyz")
+    assert resp.status == 503
+    assert "cache" in (await resp.json())["error"]["message"]
+    api.feed(status("cache", DepState.DOWN, "timeout"))
+    resp = await api.client.get("/readyz")
+    assert resp.status == 200
+    assert (await resp.json())["level"] == "degraded"
+
+
+async def test_healthz_does_not_depend_on_dependencies(api: Api) -> None:
+    """Liveness is 200 with every dependency down, and 503 only when one of the daemon's own tasks died."""
+    api.feed(status("db", DepState.DOWN, "timeout"))
+    api.feed(status("cache", DepState.DOWN, "timeout"))
+    resp = await api.client.get("/healthz")
+    assert resp.status == 200
+
+    async def crash() -> None:
+        raise RuntimeError("boom")
+
+    task = asyncio.create_task(crash(), name="probe:db")
+    api.runtime.tasks["probe:db"] = task
+    await asyncio.gather(task, return_exceptions=True)
+    resp = await api.client.get("/healthz")
+    assert resp.status == 503
+    assert "probe:db" in (await resp.json())["error"]["message"]
+
+
+async def test_service_level_is_200_with_the_state_etag_and_index(api: Api) -> None:
+    """After the first evaluation: 200, JSON State, ETag "<seq>" and X-Failsoft-Index <seq>."""
+    api.ready()
+    resp = await api.client.get("/service-level")
+    assert resp.status == 200
+    assert resp.content_type == "application/json"
+    body = await resp.json()
+    assert set(body) >= STATE_KEYS
+    assert body["level"] == "full"
+    assert body["service"] == "api-test"
+    seq = body["seq"]
+    assert seq >= 1
+    assert resp.headers["ETag"] == f'"{seq}"'
+    assert resp.headers["X-Failsoft-Index"] == str(seq)
+
+
+async def test_if_none_match_with_the_current_etag_is_304(api: Api) -> None:
+    """A reader holding the current version gets 304 (no body) with the headers; an old one gets the State."""
+    api.ready()
+    first = await api.client.get("/service-level")
+    etag = first.headers["ETag"]
+    resp = await api.client.get("/service-level", headers={"If-None-Match": etag})
+    assert resp.status == 304
+    assert await resp.read() == b""
+    assert resp.headers["ETag"] == etag
+    assert resp.headers["X-Failsoft-Index"] == etag.strip('"')
+    api.feed(status("db", DepState.DOWN, "connection_refused"))
+    resp = await api.client.get("/service-level", headers={"If-None-Match": etag})
+    assert resp.status == 200
+    assert resp.headers["ETag"] != etag
+    assert (await resp.json())["level"] == "cache_only"
+
+
+@pytest.mark.parametrize("header", ['W/"{seq}"', '"0", "{seq}"', '"{seq}" , "99999"', "*"])
+async def test_if_none_match_follows_http_list_and_weak_forms(api: Api, header: str) -> None:
+    """RFC 9110: If-None-Match may list several tags, use the weak form, or be ``*``; each matching form is 304
+    (caches and proxies send these)."""
+    api.ready()
+    seq = (await (await api.client.get("/service-level")).json())["seq"]
+    resp = await api.client.get("/service-level", headers={"If-None-Match": header.format(seq=seq)})
+    assert resp.status == 304
+
+
+async def test_blocking_query_returns_as_soon_as_seq_passes_the_index(api: Api) -> None:
+    """``?index=N&wait=30s`` blocks while seq == N and answers right after the next change."""
+    api.ready()
+    seq = (await (await api.client.get("/service-level")).json())["seq"]
+    poll = asyncio.create_task(api.client.get(f"/service-level?index={seq}&wait=30s"))
+    await asyncio.wait_for(api.hub.parked.wait(), 5)
+    assert not poll.done()
+    changed_at = time.monotonic()
+    api.feed(status("db", DepState.DOWN, "connection_refused"))
+    resp = await asyncio.wait_for(poll, 5)
+    assert time.monotonic() - changed_at < 1.0
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["seq"] > seq
+    assert body["level"] == "cache_only"
+    assert resp.headers["X-Failsoft-Index"] == str(body["seq"])
+
+
+async def test_blocking_query_times_out_with_the_unchanged_state(api: Api) -> None:
+    """With no change, the query answers after ``wait`` with the same State and index."""
+    api.ready()
+    seq = (await (await api.client.get("/service-level")).json())["seq"]
+    start = time.monotonic()
+    resp = await api.client.get(f"/service-level?index={seq}&wait=1s")
+    elapsed = time.monotonic() - start
+    assert 0.9 <= elapsed < 3.0
+    assert resp.status == 200
+    assert (await resp.json())["seq"] == seq
+    assert resp.headers["X-Failsoft-Index"] == str(seq)
+
+
+async def test_blocking_query_with_an_old_index_answers_at_once(api: Api) -> None:
+    """An index below the current seq means the reader is behind: no waiting at all."""
+    api.ready()
+    start = time.monotonic()
+    resp = await api.client.get("/service-level?index=0&wait=30s")
+    assert time.monotonic() - start < 1.0
+    assert resp.status == 200
+
+
+async def test_blocking_query_with_an_index_from_before_a_restart_answers_at_once(api: Api) -> None:
+    """An index above the current seq was taken from an earlier boot (seq began again): answer at once with the
+    State, whose new `boot` tells the reader to resynchronise, instead of parking it for the whole wait."""
+    api.ready()
+    state = await (await api.client.get("/service-level")).json()
+    start = time.monotonic()
+    resp = await api.client.get(f"/service-level?index={state['seq'] + 500}&wait=30s")
+    assert time.monotonic() - start < 1.0
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["boot"] == state["boot"]
+    assert body["seq"] == state["seq"]
+    assert not api.hub.parked.is_set()
+
+
+async def test_a_change_that_does_not_move_seq_does_not_end_a_blocking_query(api: Api) -> None:
+    """A republished State with the same seq (a new latency, a refresh) keeps the query parked."""
+    api.ready()
+    seq = (await (await api.client.get("/service-level")).json())["seq"]
+    poll = asyncio.create_task(api.client.get(f"/service-level?index={seq}&wait=1s"))
+    await asyncio.wait_for(api.hub.parked.wait(), 5)
+    api.hub.publish(api.state.snapshot(), [])
+    start = time.monotonic()
+    resp = await asyncio.wait_for(poll, 5)
+    assert time.monotonic() - start > 0.5
+    assert (await resp.json())["seq"] == seq
+
+
+@pytest.mark.parametrize("query", ["wait=abc", "index=-1", "index=x", "index=1.5", "index=1&wait=-3s",
+                                   "index=1&wait=forever"])
+async def test_bad_query_parameters_are_400_json(api: Api, query: str) -> None:
+    """Unusable ``index`` or ``wait`` values are refused with a JSON error saying what is wrong."""
+    api.ready()
+    resp = await api.client.get(f"/service-level?{query}")
+    assert resp.status == 400
+    assert resp.content_type == "application/json"
+    body = await resp.json()
+    assert_error(body)
+    name = query.rsplit("&", maxsplit=1)[-1].split("=", maxsplit=1)[0]
+    assert name in body["error"]["message"]
+
+
+async def test_unknown_path_is_404_json(api: Api) -> None:
+    """An unknown endpoint answers the contract's JSON error, not aiohttp's text page."""
+    resp = await api.client.get("/no-such-thing")
+    assert resp.status == 404
+    assert resp.content_type == "application/json"
+    assert_error(await resp.json(), "not_found")
+
+
+async def test_post_on_service_level_is_405_json_with_allow(api: Api) -> None:
+    """A wrong method is 405 with an Allow header and a JSON error."""
+    resp = await api.client.post("/service-level", data=b"{}")
+    assert resp.status == 405
+    assert resp.content_type == "application/json"
+    assert "GET" in resp.headers["Allow"]
+    assert_error(await resp.json(), "method_not_allowed")

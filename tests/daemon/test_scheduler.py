@@ -1,0 +1,283 @@
+"""daemon.scheduler.DependencyScheduler: the deadline, exceptions turned into outcomes, no stacking of stuck
+probes, and early re-probes when a kept connection drops.
+
+The probes here are tiny in-process objects with the probe shape (no server is involved); real servers are in
+tests/probes and tests/e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+from daemon.breaker import Breaker
+from daemon.clock import SystemClock
+from daemon.config import Backoff, ProbeSettings
+from daemon.redact import Redactor
+from daemon.scheduler import DependencyScheduler
+from policies.model import DependencyStatus, DepState
+from probes.base import OK, Outcome, ProbeFailure, Verdict
+
+TIMEOUT = 0.3
+
+
+class ScriptedProbe:
+    """Runs ``behaviour`` on each check and counts the checks."""
+
+    def __init__(self, behaviour: Callable[[ScriptedProbe], object], wake: Callable[[], None]) -> None:
+        self.behaviour = behaviour
+        self.wake = wake
+        self.calls = 0
+        self.cancelled = 0
+        self.check_times: list[float] = []
+        self.release = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.closed = False
+
+    async def check(self) -> Outcome:
+        self.calls += 1
+        self.check_times.append(time.monotonic())
+        result = self.behaviour(self)
+        if asyncio.iscoroutine(result):
+            result = await result
+        assert isinstance(result, Outcome)
+        return result
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class Reports(list[DependencyStatus]):
+    """The statuses a scheduler reported, with a way to wait for the next ones (no polling)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = asyncio.Condition()
+
+    def append(self, status: DependencyStatus) -> None:
+        super().append(status)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def until(self, predicate: Callable[[Reports], bool]) -> None:
+        """Wait until ``predicate(self)`` holds (bounded by the caller's timeout)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: predicate(self))
+
+
+def make(behaviour: Callable[[ScriptedProbe], object], settings: ProbeSettings | None = None,
+         secrets: tuple[str, ...] = ()) -> tuple[DependencyScheduler, ScriptedProbe, Reports]:
+    """A scheduler around a scripted probe; the statuses it reports are collected."""
+    reports = Reports()
+    holder: list[ScriptedProbe] = []
+
+    def factory(wake: Callable[[], None]) -> ScriptedProbe:
+        holder.append(ScriptedProbe(behaviour, wake))
+        return holder[0]
+
+    settings = settings or ProbeSettings(timeout=TIMEOUT)
+    scheduler = DependencyScheduler(Breaker("dep", "tcp", settings), factory, reports.append, SystemClock(),
+                                    Redactor(secrets))
+    return scheduler, holder[0], reports
+
+
+async def hang_ignoring_cancel(probe: ScriptedProbe) -> Outcome:
+    """A probe stuck in something that does not honour cancellation until released (a blocked driver)."""
+    while not probe.release.is_set():
+        try:
+            await probe.release.wait()
+        except asyncio.CancelledError:
+            probe.cancelled += 1
+    probe.finished.set()
+    return OK
+
+
+async def hang_honouring_cancel(probe: ScriptedProbe) -> Outcome:
+    """A probe that waits forever but unwinds at once when cancelled."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        probe.cancelled += 1
+        raise
+    return OK
+
+
+async def test_a_hanging_probe_gives_a_timeout_outcome_promptly() -> None:
+    """A probe that never answers becomes a failure with reason timeout right after the deadline."""
+    scheduler, probe, _ = make(hang_honouring_cancel)
+    start = time.monotonic()
+    outcome, latency = await asyncio.wait_for(scheduler.probe_once(), 5)
+    elapsed = time.monotonic() - start
+    assert (outcome.verdict, outcome.reason) == (Verdict.FAILURE, "timeout")
+    assert "300ms" in (outcome.error or "")
+    assert TIMEOUT <= elapsed < TIMEOUT + 0.4
+    assert latency >= TIMEOUT
+    assert probe.cancelled == 1  # it was cancelled, not left running
+
+
+async def test_a_probe_that_ignores_cancellation_is_not_awaited() -> None:
+    """A probe stuck past its deadline that will not unwind is abandoned: probe_once returns anyway."""
+    scheduler, probe, _ = make(hang_ignoring_cancel)
+    start = time.monotonic()
+    outcome, _ = await asyncio.wait_for(scheduler.probe_once(), 5)
+    assert outcome.reason == "timeout"
+    assert time.monotonic() - start < TIMEOUT + 0.4
+    assert probe.cancelled == 1
+    probe.release.set()
+    await asyncio.wait_for(probe.finished.wait(), 5)  # the abandoned check ends; the test leaves no task behind
+
+
+async def raise_timeout_when_cancelled(probe: ScriptedProbe) -> Outcome:
+    """What aiohttp does when its own timer fires at the scheduler's deadline: the cancellation comes out as
+    TimeoutError."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        probe.cancelled += 1
+        raise TimeoutError from None
+    return OK
+
+
+async def test_an_abandoned_probe_that_fails_while_unwinding_leaves_no_unretrieved_exception() -> None:
+    """A probe that ends with an exception during the unwind wait has that exception consumed: asyncio must not
+    log "Task exception was never retrieved" (an error line in the daemon's log for every timeout)."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        scheduler, probe, _ = make(raise_timeout_when_cancelled)
+        outcome, _ = await scheduler.probe_once()
+        assert outcome.reason == "timeout"
+        assert probe.cancelled == 1
+        del scheduler, probe
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert [c["message"] for c in reported] == []
+
+
+async def test_a_stuck_probe_is_not_stacked() -> None:
+    """While the previous check is still stuck, the next probe_once does not start another one: it reports a
+    timeout at once. Once the stuck one has finished, checking resumes."""
+    scheduler, probe, _ = make(hang_ignoring_cancel)
+    await scheduler.probe_once()
+    start = time.monotonic()
+    for _ in range(3):
+        outcome, _ = await asyncio.wait_for(scheduler.probe_once(), 5)
+        assert (outcome.verdict, outcome.reason) == (Verdict.FAILURE, "timeout")
+    assert time.monotonic() - start < 0.2  # no new deadline was waited for
+    assert probe.calls == 1
+    probe.release.set()
+    await asyncio.wait_for(probe.finished.wait(), 5)
+    probe.behaviour = lambda _: OK
+    outcome, _ = await scheduler.probe_once()
+    assert outcome == OK
+    assert probe.calls == 2
+
+
+async def test_exceptions_become_classified_outcomes() -> None:
+    """A raised OS error is a failure with its reason and a human error text."""
+    def refuse(_: ScriptedProbe) -> object:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)")
+
+    scheduler, _, _ = make(refuse)
+    outcome, _ = await scheduler.probe_once()
+    assert (outcome.verdict, outcome.reason) == (Verdict.FAILURE, "connection_refused")
+    assert outcome.error == "ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 1)"
+
+
+async def test_a_fatal_probe_failure_becomes_a_fatal_outcome() -> None:
+    """ProbeFailure(fatal=True) from a probe is a FATAL verdict with the probe's reason."""
+    def deny(_: ScriptedProbe) -> object:
+        raise ProbeFailure("auth", "password authentication failed for user \"app\"", fatal=True)
+
+    scheduler, _, _ = make(deny)
+    outcome, _ = await scheduler.probe_once()
+    assert (outcome.verdict, outcome.reason) == (Verdict.FATAL, "auth")
+
+
+async def test_error_text_is_redacted() -> None:
+    """A secret that a driver puts into its exception text never reaches the outcome."""
+    def leak(_: ScriptedProbe) -> object:
+        raise OSError("cannot connect to postgresql://app:hunter2-secret@db:5432/app with token tk-123456789")
+
+    scheduler, _, _ = make(leak, secrets=("tk-123456789",))
+    outcome, _ = await scheduler.probe_once()
+    assert "hunter2-secret" not in (outcome.error or "")
+    assert "tk-123456789" not in (outcome.error or "")
+    assert "***" in (outcome.error or "")
+
+
+async def test_run_reports_every_probe_and_a_dropped_connection_reprobes_at_once() -> None:
+    """The loop reports each status; a probe calling connection_lost wakes it long before the next interval."""
+    settings = ProbeSettings(interval=30.0, timeout=TIMEOUT)
+    scheduler, probe, reports = make(lambda _: OK, settings)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        async with asyncio.timeout(5):
+            await reports.until(len)
+            assert reports[0].state is DepState.HEALTHY
+            probe.wake()  # what a probe's hooks.connection_lost does
+            await reports.until(lambda r: len(r) >= 2)
+        assert probe.check_times[1] - probe.check_times[0] < 1.0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await scheduler.aclose()
+    assert probe.closed
+
+
+async def test_an_early_wake_never_probes_before_retry_after() -> None:
+    """A rate limit's retry_after holds even when a dropped connection asks for an early re-probe."""
+    settings = ProbeSettings(interval=30.0, timeout=TIMEOUT, down_interval=Backoff(0.05, 0.1, 2))
+    limited = Outcome(Verdict.DEGRADED, "rate_limited", "HTTP 429", retry_after=0.6)
+    scheduler, probe, reports = make(lambda p: limited if p.calls == 1 else OK, settings)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        async with asyncio.timeout(5):
+            await reports.until(len)
+            probe.wake()
+            await reports.until(lambda r: len(r) >= 2)
+        gap = probe.check_times[1] - probe.check_times[0]
+        assert 0.6 <= gap < 1.5
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_failing_dependency_is_reprobed_at_fast_interval_then_opens() -> None:
+    """Run with real time: a healthy dependency that starts failing is confirmed down after unhealthy_threshold
+    probes spaced by fast_interval, not by the normal interval."""
+    settings = ProbeSettings(interval=0.2, timeout=TIMEOUT, fast_interval=0.05, unhealthy_threshold=3, jitter=0)
+    failing = asyncio.Event()
+
+    def behaviour(_: ScriptedProbe) -> object:
+        if failing.is_set():
+            raise ConnectionRefusedError(111, "refused")
+        return OK
+
+    scheduler, _, reports = make(behaviour, settings)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        async with asyncio.timeout(5):
+            await reports.until(len)
+            failing.set()
+            started = time.monotonic()
+            await reports.until(lambda r: r[-1].state is DepState.DOWN)
+        # at most one normal interval before the first failure, then two fast intervals
+        assert time.monotonic() - started < 0.2 + 2 * 0.05 + 0.3
+        assert reports[-1].reason == "connection_refused"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

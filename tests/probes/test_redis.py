@@ -1,0 +1,223 @@
+"""probes.redis against real redis-server processes: PING+INFO, no retries, roles, and the watch connection."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from redis.asyncio import Redis
+
+from daemon.localservers import RedisServer, free_port
+from policies.classify import exception_reason
+from probes.base import OK, ProbeFailure, ProbeHooks, Verdict
+from probes.redis import RedisOptions, RedisProbe
+
+T = TypeVar("T")
+
+
+class Hook:
+    """A ``connection_lost`` callback that can be awaited."""
+
+    def __init__(self) -> None:
+        self.fired = asyncio.Event()
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+        self.fired.set()
+
+
+def make_probe(url: str, hook: Hook | None = None, timeout: float = 1.0, **options: Any) -> RedisProbe:
+    """A probe with a deadline of ``timeout`` seconds."""
+    return RedisProbe(RedisOptions(url, **options), timeout, ProbeHooks(connection_lost=hook or Hook()))
+
+
+async def eventually(check: Callable[[], Awaitable[T]], within: float, what: str) -> T:
+    """Await ``check()`` until it returns something truthy; fail after ``within`` seconds (a deadline)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}; last value: {result!r}")
+        await asyncio.sleep(0.05)
+
+
+async def test_ping_and_info_on_a_primary_is_ok(redis_server: Any) -> None:
+    """A healthy primary answers OK (role primary is the default), check after check."""
+    probe = make_probe(redis_server.url)
+    try:
+        assert await probe.check() == OK
+        assert await probe.check() == OK
+    finally:
+        await probe.aclose()
+
+
+async def test_a_wrong_password_is_fatal_auth(redis_server: Any) -> None:
+    """A refused password is fatal (it will not heal by waiting) and the password is not in the text."""
+    probe = make_probe(redis_server.url.replace(redis_server.password, "not-the-password"))
+    try:
+        with pytest.raises(ProbeFailure) as caught:
+            await probe.check()
+        assert exception_reason(caught.value) == ("auth", True)
+        assert "not-the-password" not in str(caught.value)
+    finally:
+        await probe.aclose()
+
+
+async def test_a_closed_port_fails_at_once_as_connection_refused() -> None:
+    """Nothing listening: the probe fails right away (no retries with back-off) with connection_refused."""
+    probe = make_probe(f"redis://127.0.0.1:{free_port()}/0", timeout=2.0)
+    start = time.monotonic()
+    try:
+        with pytest.raises(Exception) as caught:
+            await probe.check()
+        assert time.monotonic() - start < 0.5
+        assert exception_reason(caught.value) == ("connection_refused", False)
+    finally:
+        await probe.aclose()
+
+
+async def test_a_hung_server_answers_within_one_deadline_not_after_retries(own_redis: Any) -> None:
+    """SIGSTOP: the probe itself gives up after one socket deadline (redis-py's default retries would take
+    several), so a hang is reported inside the scheduler's deadline with reason timeout."""
+    probe = make_probe(own_redis.url, timeout=0.5)
+    try:
+        assert await probe.check() == OK
+        own_redis.pause()
+        try:
+            start = time.monotonic()
+            with pytest.raises(Exception) as caught:
+                await asyncio.wait_for(probe.check(), 5)
+            elapsed = time.monotonic() - start
+            print(f"hung redis reported after {elapsed * 1000:.0f} ms")
+            assert elapsed < 1.2
+            assert exception_reason(caught.value)[0] == "timeout"
+        finally:
+            own_redis.resume()
+        assert await eventually(lambda: _is_ok(probe), 5, "OK after SIGCONT")
+    finally:
+        await probe.aclose()
+
+
+async def test_killing_the_server_fires_the_watch_hook(own_redis: Any) -> None:
+    """The watch connection notices the crash between checks and calls connection_lost at once."""
+    hook = Hook()
+    probe = make_probe(own_redis.url, hook)
+    try:
+        assert await probe.check() == OK
+        await _watch_subscribed(own_redis)
+        killed = time.monotonic()
+        own_redis.kill()
+        await asyncio.wait_for(hook.fired.wait(), 5)
+        print(f"connection_lost {1000 * (time.monotonic() - killed):.0f} ms after kill -9")
+        with pytest.raises(Exception) as caught:
+            await probe.check()
+        assert exception_reason(caught.value)[0] in ("connection_refused", "connection_closed")
+        own_redis.start()
+        assert await eventually(lambda: _is_ok(probe), 5, "OK after the restart")
+    finally:
+        await probe.aclose()
+
+
+async def test_closing_the_probe_does_not_fire_the_hook(own_redis: Any) -> None:
+    """aclose() stops the watch without reporting a lost connection."""
+    hook = Hook()
+    probe = make_probe(own_redis.url, hook)
+    await probe.check()
+    await _watch_subscribed(own_redis)
+    await probe.aclose()
+    # Once the server has seen both connections go, any (wrong) callback of ours has long had its turn.
+    client = Redis.from_url(own_redis.url)
+    try:
+        await eventually(lambda: _no_failsoft_clients(client), 10, "the probe's connections to close")
+    finally:
+        await client.aclose()
+    assert hook.count == 0
+
+
+async def _no_failsoft_clients(client: Redis) -> bool:
+    return not [c for c in await client.client_list() if c.get("name") == "failsoft"]
+
+
+@pytest.fixture
+def replica(own_redis: Any) -> Iterator[RedisServer]:
+    """A second redis-server made a replica of ``own_redis`` (REPLICAOF, with the primary's password)."""
+    if not isinstance(own_redis, RedisServer):
+        pytest.skip("the replica is started from the local redis-server binary")
+    server = RedisServer(password=own_redis.password)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+async def test_roles_against_a_real_replica(own_redis: Any, replica: RedisServer) -> None:
+    """A replica is degraded/read_only where a primary is wanted, and OK for role replica or any."""
+    primary = Redis.from_url(own_redis.url)
+    await primary.config_set("repl-diskless-sync-delay", "0")  # sync now, not after the 5 s default delay
+    await primary.aclose()
+    client = Redis.from_url(replica.url)
+    try:
+        await client.config_set("masterauth", own_redis.password)
+        await client.execute_command("REPLICAOF", "127.0.0.1", str(own_redis.port))
+        await eventually(lambda: _link_up(client), 10, "the replica to sync")
+    finally:
+        await client.aclose()
+    by_role = {role: make_probe(replica.url, role=role) for role in ("primary", "replica", "any")}
+    by_role["the primary"] = make_probe(own_redis.url)
+    try:
+        outcome = await by_role["primary"].check()
+        assert (outcome.verdict, outcome.reason) == (Verdict.DEGRADED, "read_only")
+        assert await by_role["replica"].check() == OK
+        assert await by_role["any"].check() == OK
+        assert await by_role["the primary"].check() == OK  # and the primary itself is fine for role primary
+    finally:
+        for probe in by_role.values():
+            await probe.aclose()
+
+
+async def test_a_full_server_with_noeviction_is_degraded_oom(own_redis: Any) -> None:
+    """used_memory at maxmemory with noeviction: writes fail, so the cache is degraded with reason oom."""
+    client = Redis.from_url(own_redis.url)
+    probe = make_probe(own_redis.url)
+    try:
+        await client.config_set("maxmemory-policy", "noeviction")
+        await client.config_set("maxmemory", "1")  # anything in use is over the limit
+        outcome = await probe.check()
+        assert (outcome.verdict, outcome.reason) == (Verdict.DEGRADED, "oom")
+    finally:
+        await client.config_set("maxmemory", "0")
+        await client.aclose()
+        await probe.aclose()
+
+
+async def _is_ok(probe: RedisProbe) -> bool:
+    try:
+        return await probe.check() == OK
+    except Exception:
+        return False
+
+
+async def _link_up(client: Redis) -> bool:
+    info = await client.info("replication")
+    return info.get("master_link_status") == "up"
+
+
+async def _watch_subscribed(server: Any) -> None:
+    """Wait until the probe's watch connection is subscribed (it starts in the background after a check)."""
+    client = Redis.from_url(server.url)
+    try:
+        await eventually(lambda: _has_watch(client), 5, "the watch subscription")
+    finally:
+        await client.aclose()
+
+
+async def _has_watch(client: Redis) -> bool:
+    channels = await client.pubsub_channels("failsoft:probe-watch:*")
+    return bool(channels)

@@ -1,0 +1,57 @@
+"""probes.tcp: a TCP connect to a real listening socket, and to a closed port."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from daemon.localservers import free_port
+from policies.classify import exception_reason
+from probes.base import OK, ProbeHooks
+from probes.tcp import TcpOptions, TcpProbe
+
+
+async def test_connect_to_a_listening_port_is_ok() -> None:
+    """A server that accepts the connection is healthy; the probe leaves no connection open behind it."""
+    accepted = asyncio.Event()
+
+    async def on_client(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        writer.close()
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        probe = TcpProbe(TcpOptions(f"127.0.0.1:{port}"), 1.0, ProbeHooks())
+        assert await probe.check() == OK
+        await asyncio.wait_for(accepted.wait(), 5)
+        await probe.aclose()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_connect_to_a_closed_port_is_connection_refused() -> None:
+    """Nothing listening: the connect error is classified as connection_refused."""
+    probe = TcpProbe(TcpOptions(f"127.0.0.1:{free_port()}"), 1.0, ProbeHooks())
+    with pytest.raises(OSError) as caught:
+        await probe.check()
+    assert exception_reason(caught.value) == ("connection_refused", False)
+
+
+async def test_ipv6_literal_addresses() -> None:
+    """``[::1]:port`` works when the host has IPv6 loopback."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        server = await asyncio.start_server(lambda _r, w: w.close(), "::1", 0)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await TcpProbe(TcpOptions(f"[::1]:{port}"), 1.0, ProbeHooks()).check() == OK
+    finally:
+        server.close()
+        await server.wait_closed()
