@@ -20,17 +20,17 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
 
-from support import DaemonProcess  # noqa: E402 - after the path set-up above
+from support import DaemonProcess
 
-from daemon import logs  # noqa: E402
-from daemon.clock import SystemClock  # noqa: E402
-from daemon.config import parse_config  # noqa: E402
-from daemon.hub import Hub  # noqa: E402
-from daemon.localservers import PostgresServer, RedisServer  # noqa: E402
-from daemon.state import OverrideCommand, ServiceState  # noqa: E402
-from policies.model import DependencyStatus, DepState  # noqa: E402
-from probes import KINDS  # noqa: E402
-from probes.base import ProbeHooks  # noqa: E402
+from daemon import logs
+from daemon.clock import SystemClock
+from daemon.config import parse_config
+from daemon.hub import Hub
+from daemon.localservers import PostgresServer, RedisServer
+from daemon.state import OverrideCommand, ServiceState
+from policies.model import DependencyStatus, DepState
+from probes import KINDS
+from probes.base import ProbeHooks
 
 ROWS: list[tuple[str, str, str, str, str]] = []
 
@@ -164,8 +164,7 @@ dependencies: {{db: {{kind: postgres, dsn: "{pg.dsn}"}}}}
     daemon = await Daemon.start(config)
     url = f"http://127.0.0.1:{daemon.port}"
     try:
-        while daemon.runtime.hub.current is None or not daemon.runtime.hub.current.snapshot.ready:
-            await asyncio.sleep(0.01)
+        await daemon.runtime.hub.wait_past(0, 10)  # the first evaluation publishes seq 1
         await bench_http(url)
         samples = []
         async with aiohttp.ClientSession() as session:
