@@ -77,8 +77,10 @@ class Daemon:
             for dep in config.dependencies.values()
         ]
         app = api.build_app(runtime, [*stream.routes(), *metrics.routes()])
-        runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                               shutdown_timeout=SHUTDOWN_GRACE)
+        # handler_cancellation: a client that hangs up ends its handler at once, so an SSE stream or a long-poll
+        # of a departed client releases its subscription now, not at its next keep-alive write.
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
+                               handler_cancellation=True)
         await runner.setup()
         host, port = config.http.host, config.http.port
         try:
@@ -91,7 +93,7 @@ class Daemon:
                 raise StartupError(f"http.listen {host}:{port}: the address is already in use ({hint})") from None
             raise StartupError(f"http.listen {host}:{port}: cannot listen ({exc.strerror or exc})") from None
         bound = _bound_port(runner) or port
-        publisher = RedisPublisher(config.publish, config.service, hub, metrics) if config.publish else None
+        publisher = RedisPublisher(config.publish, config.service, hub, metrics, clock) if config.publish else None
         daemon = cls(config, clock, runtime, state, schedulers, runner, metrics, publisher, http_session, bound)
         if publisher is not None:
             await publisher.start()

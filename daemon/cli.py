@@ -129,8 +129,23 @@ def format_status(state: dict[str, Any]) -> str:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    print("failsoft: watch is not available yet", file=sys.stderr)
-    return EXIT_UNREACHABLE
+    """Follow the daemon's events with the app client, one line each; 3 if it cannot be reached, 0 on Ctrl-C."""
+    from daemon.client import ServiceLevelClient, format_change
+
+    async def follow() -> int:
+        async with ServiceLevelClient(args.url) as client:
+            changes = client.changes()  # registered before connecting, so the first snapshot is printed too
+            if not await client.wait_ready(10.0, attempts=1):
+                print(f"failsoft: cannot reach the daemon at {args.url} ({client.last_error})", file=sys.stderr)
+                return EXIT_UNREACHABLE
+            async for change in changes:  # ends only with the process: lost connections are retried
+                print(format_change(change), flush=True)
+        return EXIT_OK
+
+    try:
+        return asyncio.run(follow())
+    except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, or the reader of our output (| head) went away
+        return EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ Each State and each event is serialised once, here, when it is published; reader
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,15 +161,12 @@ class Hub:
 
     async def wait_past(self, index: int, timeout: float) -> Published | None:  # noqa: ASYNC109 - the query's own wait=
         """The State as soon as its seq exceeds ``index``, or the unchanged one after ``timeout``."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while (self.current is None or self.current.seq <= index) and not self.draining:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
-            try:
-                await asyncio.wait_for(asyncio.shield(self._changed), remaining)
-            except TimeoutError:
-                break
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation of a handler whose client
+        # went away, which would keep this query parked for its whole wait.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while (self.current is None or self.current.seq <= index) and not self.draining:
+                    await asyncio.shield(self._changed)
         return self.current
 
     def events_after(self, seq: int) -> list[PublishedEvent] | None:

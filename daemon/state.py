@@ -201,6 +201,7 @@ class ServiceState:
             previous, self.level, self.level_since = self.level, level, self.clock.now()
             events.append(self._event("level_changed", {
                 "level": level, "previous": previous, "reason": self.reason(), "message": policy.message_for(level),
+                "capabilities": _list_or_none(policy.capabilities_for(level)),
                 "dependencies": {n: str(d.state) for n, d in self.deps.items()}, "active_llm": self.failover.active,
             }))
             log.info("level_changed", service_level=level, previous=previous, reason=self.reason())
@@ -258,6 +259,10 @@ class ServiceState:
             levels=policy.levels,
             ready=self.ready,
         )
+
+
+def _list_or_none(items: tuple[str, ...] | None) -> list[str] | None:
+    return list(items) if items is not None else None
 
 
 def _log_dependency(prev: DependencyStatus, new: DependencyStatus) -> None:
