@@ -66,8 +66,8 @@ HELP = """
     anthropic  make the simulated Anthropic reset connections   -> with openai broken too: level limited
     ratelimit  make OpenAI answer 429 with retry-after: 10      -> degraded/rate_limited, no call for 10s
     status     print the level and the dependencies
-    help    this text
-    quit    stop everything (Ctrl-C works too)
+    help       this text
+    quit       stop everything (Ctrl-C works too)
 
   The same faults by hand: kill -KILL {pg_pid} (PostgreSQL), kill -STOP {redis_pid} / kill -CONT {redis_pid} (Redis),
     curl -X POST {sim}/_sim/openai -d '{{"mode": "error"}}'     (modes: healthy, error, rate_limit, quota,

@@ -217,7 +217,9 @@ class ServiceState:
             reason = f"{active} usable"
         else:
             reason = f"{self.deps[active].describe()}, preferred over {previous}"
-        log.warning("llm_failover", active_llm=active, previous=previous, reason=reason)
+        # Choosing the first provider is news; leaving one is a warning.
+        (log.info if previous is None else log.warning)("llm_failover", active_llm=active, previous=previous,
+                                                        reason=reason)
         return self._event("llm_failover", {"active_llm": active, "previous": previous, "reason": reason})
 
     def reason(self) -> str | None:
