@@ -10,9 +10,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from daemon.config import Config, parse_duration
+from daemon.config import Config
 from daemon.hub import Hub, Published
 from daemon.state import OverrideCommand
+from daemon.yamlread import parse_duration
 from policies.model import DependencyStatus
 
 MAX_WAIT = 300.0  # a blocking query waits at most 5 minutes, as Consul's do

@@ -17,9 +17,9 @@ import structlog
 from aiohttp import web
 
 from daemon.api import JSON, RUNTIME, Runtime, error
-from daemon.config import parse_duration
 from daemon.hub import RING_SIZE, Published, PublishedEvent, Subscription, sse_frame
 from daemon.state import OverrideCommand
+from daemon.yamlread import parse_duration
 
 log = structlog.get_logger("failsoft.stream")
 

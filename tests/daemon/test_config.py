@@ -20,12 +20,10 @@ from daemon.config import (
     ProbeSettings,
     load_config,
     parse_config,
-    parse_duration,
-    parse_fraction,
-    parse_listen,
     resolve_path,
     summary,
 )
+from daemon.yamlread import parse_duration, parse_fraction, parse_listen
 
 TESTDATA = Path(__file__).parent / "testdata"
 INVALID = sorted((TESTDATA / "invalid").glob("*.yaml"))
