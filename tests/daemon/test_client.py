@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from aiohttp import web
+from support import until
 
 from daemon import stream
 from daemon.api import Runtime, build_app
@@ -99,14 +100,6 @@ async def daemon(**kwargs: Any) -> AsyncIterator[Daemon]:
         await d.stop()
 
 
-async def until(check: Callable[[], Any], within: float = 10.0, what: str = "") -> Any:
-    """Poll ``check`` on the event loop until it is truthy; fail after ``within`` s (never a bare sleep)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out after {within}s waiting for {what or check}")
 
 
 def moves(changes: list[Change]) -> list[tuple[str, str, str]]:

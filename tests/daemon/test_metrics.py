@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 import yaml
 from aiohttp import test_utils, web
 from prometheus_client.parser import text_string_to_metric_families
+from support import until
 
 from daemon.breaker import Breaker
 from daemon.clock import ManualClock
@@ -295,24 +296,15 @@ async def test_label_values_stay_bounded_and_never_carry_error_text(pipe: Pipeli
                 assert key in ("le", "version"), key
 
 
-async def _eventually(check: Callable[[], Any], within: float = 10.0, what: str = "") -> Any:
-    """Await until ``check()`` is truthy (the loop keeps running meanwhile), or fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 
 async def test_event_loop_lag_shows_a_stalled_loop(pipe: Pipeline) -> None:
     """A callback that blocks the loop for 0.3 s shows as at least that much lag in the next scrapes."""
-    await _eventually(lambda: pipe.metrics._lag, what="a first lag sample")
+    await until(lambda: pipe.metrics._lag, what="a first lag sample")
     assert value(pipe.scrape(), "failsoft_event_loop_lag_seconds") < 0.25
     # The fault itself: a callback that blocks the event loop (not a wait for a condition).
     asyncio.get_running_loop().call_soon(time.sleep, 0.3)
-    lag = await _eventually(lambda: (v := value(pipe.scrape(), "failsoft_event_loop_lag_seconds")) >= 0.25 and v,
+    lag = await until(lambda: (v := value(pipe.scrape(), "failsoft_event_loop_lag_seconds")) >= 0.25 and v,
                             what="the stall to show as lag")
     assert lag < 5
 

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ import orjson
 import pytest
 import support
 from aiohttp import web
+from support import until
 
 from daemon import stream
 from daemon.api import Runtime, build_app
@@ -103,14 +104,6 @@ async def serve(streams: stream.EventStreams | None = None, token: str = TOKEN) 
         await runner.cleanup()
 
 
-async def until(check: Callable[[], Any], within: float = 10.0, what: str = "") -> Any:
-    """Poll ``check`` on the event loop until it is truthy; fail after ``within`` s (never a bare sleep)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out after {within}s waiting for {what or check}")
 
 
 async def read_frames(resp: aiohttp.ClientResponse, count: int, comments: bool = False) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from support import until
 
 from daemon import tracing
 from daemon.breaker import Breaker
@@ -150,14 +151,6 @@ class Pipeline:
         self.hub.publish(self.state.snapshot(), events)
 
 
-async def eventually(check: Callable[[], Any], within: float = 15.0, what: str = "") -> Any:
-    """Await until ``check()`` is truthy while the loop (and the collector on it) keeps running."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 
 async def test_spans_for_failures_breaker_moves_and_level_changes_reach_the_collector(
@@ -177,7 +170,7 @@ async def test_spans_for_failures_breaker_moves_and_level_changes_reach_the_coll
         pipe.probe(FAIL, latency=0.5, after=1.0)
         pipe.probe(FAIL)
         pipe.probe(FAIL)
-        await eventually(lambda: collector.named("level_changed") and collector.named("breaker_transition")
+        await until(lambda: collector.named("level_changed") and collector.named("breaker_transition")
                          and len(collector.named("probe_failed")) == 3, what="the spans of the fault")
     finally:
         await pipe.metrics.aclose()
@@ -213,7 +206,7 @@ async def test_traces_endpoint_and_service_name_variables_win_and_aclose_flushes
         pipe.probe(Outcome(Verdict.FATAL, "auth", "HTTP 401"))
         assert not collector.spans
         await pipe.metrics.aclose()
-        await eventually(lambda: collector.named("breaker_transition"), what="spans flushed at close")
+        await until(lambda: collector.named("breaker_transition"), what="spans flushed at close")
         assert collector.spans[0].resource["service.name"] == "shop-sidecar"
         assert collector.named("probe_failed")[0].attributes["failsoft.probe.outcome"] == "auth"
     finally:

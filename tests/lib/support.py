@@ -7,6 +7,7 @@ under ``LOG_DIR`` so that one check at the end of the session can prove no secre
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -41,6 +42,16 @@ def wait_for(check: Callable[[], T | None], timeout: float = 10.0, interval: flo
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}; last value: {last!r}")
+
+
+async def until(check: Callable[[], T | None], within: float = 10.0, what: str = "") -> T:
+    """``wait_for`` for async tests: poll ``check`` while the event loop keeps running; fail after ``within``."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {within}s waiting for {what or check}")
 
 
 # -------------------------------------------------------------------------------------------------------
