@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from support import until
+from support import db, until
 
 from daemon import stream
 from daemon.api import Runtime, build_app
@@ -25,7 +25,6 @@ from daemon.config import parse_config
 from daemon.hub import Hub
 from daemon.localservers import free_port
 from daemon.state import OverrideCommand, ServiceState, run_owner
-from policies.model import BreakerState, DependencyStatus, DepState
 
 CONFIG = """
 service: client-test
@@ -40,12 +39,6 @@ policy:
 """
 
 
-def db(down: bool) -> DependencyStatus:
-    """The ``db`` dependency, probed, up or down."""
-    if down:
-        return DependencyStatus(name="db", kind="tcp", state=DepState.DOWN, breaker=BreakerState.OPEN,
-                                reason="connection_refused", probes=1)
-    return DependencyStatus(name="db", kind="tcp", state=DepState.HEALTHY, probes=1)
 
 
 @dataclass

@@ -19,7 +19,7 @@ import orjson
 import pytest
 import support
 from aiohttp import web
-from support import until
+from support import db, until
 
 from daemon import stream
 from daemon.api import Runtime, build_app
@@ -27,7 +27,6 @@ from daemon.clock import ManualClock
 from daemon.config import parse_config
 from daemon.hub import RING_SIZE, Hub
 from daemon.state import ServiceState, run_owner
-from policies.model import BreakerState, DependencyStatus, DepState
 
 TOKEN = "stream-test-admin-token-" + "7f3a9c"
 support.SECRETS.add(TOKEN)
@@ -45,12 +44,6 @@ policy:
 """
 
 
-def db(down: bool) -> DependencyStatus:
-    """The ``db`` dependency, probed, up or down."""
-    if down:
-        return DependencyStatus(name="db", kind="tcp", state=DepState.DOWN, breaker=BreakerState.OPEN,
-                                reason="connection_refused", probes=1)
-    return DependencyStatus(name="db", kind="tcp", state=DepState.HEALTHY, probes=1)
 
 
 @dataclass

@@ -25,6 +25,8 @@ from typing import Any, Protocol, TypeVar
 import pytest
 
 from daemon.localservers import PostgresServer, RedisServer, ServerError, free_port
+from policies.model import BreakerState, DependencyStatus, DepState
+from probes.base import ProbeHooks
 
 T = TypeVar("T")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -52,6 +54,30 @@ async def until(check: Callable[[], T | None], within: float = 10.0, what: str =
             return result
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out after {within}s waiting for {what or check}")
+
+
+class Hook:
+    """A ``connection_lost`` callback that can be awaited and counted."""
+
+    def __init__(self) -> None:
+        self.fired = asyncio.Event()
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+        self.fired.set()
+
+    def hooks(self) -> ProbeHooks:
+        """Probe hooks that call this."""
+        return ProbeHooks(connection_lost=self)
+
+
+def db(down: bool) -> DependencyStatus:
+    """A probed ``db`` dependency of kind tcp, up or down (connection refused)."""
+    if down:
+        return DependencyStatus(name="db", kind="tcp", state=DepState.DOWN, breaker=BreakerState.OPEN,
+                                reason="connection_refused", probes=1)
+    return DependencyStatus(name="db", kind="tcp", state=DepState.HEALTHY, probes=1)
 
 
 # -------------------------------------------------------------------------------------------------------

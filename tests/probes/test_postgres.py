@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-from support import make_server
+from support import Hook, make_server
 
 from daemon.breaker import Breaker
 from daemon.clock import SystemClock
@@ -29,19 +29,6 @@ TIMEOUT = 2.0
 T = TypeVar("T")
 
 
-class Hook:
-    """A ``connection_lost`` callback that can be awaited."""
-
-    def __init__(self) -> None:
-        self.fired = asyncio.Event()
-        self.count = 0
-
-    def __call__(self) -> None:
-        self.count += 1
-        self.fired.set()
-
-    def hooks(self) -> ProbeHooks:
-        return ProbeHooks(connection_lost=self)
 
 
 async def eventually(check: Callable[[], Awaitable[T]], within: float, what: str) -> T:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 from redis.asyncio import Redis
+from support import Hook
 
 from daemon.localservers import RedisServer, free_port
 from policies.classify import exception_reason
@@ -18,16 +19,6 @@ from probes.redis import RedisOptions, RedisProbe
 T = TypeVar("T")
 
 
-class Hook:
-    """A ``connection_lost`` callback that can be awaited."""
-
-    def __init__(self) -> None:
-        self.fired = asyncio.Event()
-        self.count = 0
-
-    def __call__(self) -> None:
-        self.count += 1
-        self.fired.set()
 
 
 def make_probe(url: str, hook: Hook | None = None, timeout: float = 1.0, **options: Any) -> RedisProbe:
