@@ -241,3 +241,17 @@ def test_parse_fraction(text: object, fraction: float) -> None:
 def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
     """host:port, [v6]:port; an empty host means loopback (a sidecar never listens wide by default)."""
     assert parse_listen(text) == expected
+
+
+def test_the_readme_configuration_example_is_valid() -> None:
+    """The config reference a newcomer copies from the README parses as it stands (with its ${VAR}s set)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Configuration"):]
+    example = section[section.index("```yaml\n") + 8:section.index("```", section.index("```yaml\n") + 8)]
+    env = {"DATABASE_URL": "postgresql://app:pw@127.0.0.1:5432/app", "REDIS_URL": "redis://127.0.0.1:6379/0",
+           "OPENAI_API_KEY": "sk-readme-example"}
+    config = parse_config(example, env)
+    assert set(config.dependencies) == {"db", "cache", "openai", "search", "broker"}
+    assert config.publish is not None and config.publish.redis_url == env["REDIS_URL"]
+    assert config.llm_failover == ("openai",)
+    assert "sk-readme-example" in config.secrets
