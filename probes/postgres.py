@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import ssl
+import struct
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +26,8 @@ SELECT 1 AS ok,
 """
 
 _AUTH_ERRORS = (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
+# The SSLRequest message: length 8, code 80877103. The server answers one byte, S or N, before any startup packet.
+SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +53,16 @@ class PostgresProbe:
         self._timeout = timeout
         self._hooks = hooks
         self._conn: Any = None
+        self._address = listen_address(options.dsn)
 
     async def check(self) -> Outcome:
-        """Run the query on the kept connection, connecting first if needed."""
+        """Run the query on the kept connection (connecting first if needed) and, at the same time, make sure
+        the server still accepts new clients."""
         try:
             conn = self._conn
             if conn is None or conn.is_closed():
                 conn = await self._connect()
-            row = await conn.fetchrow(QUERY, timeout=self._timeout)
+            row, _ = await asyncio.gather(conn.fetchrow(QUERY, timeout=self._timeout), self._accepts_clients())
         except asyncpg.ConnectionDoesNotExistError as exc:
             self._drop()
             raise ProbeFailure("connection_closed", str(exc)) from exc
@@ -84,6 +92,31 @@ class PostgresProbe:
         self._conn = conn
         return conn
 
+    async def _accepts_clients(self) -> None:
+        """One SSLRequest round trip on a new connection, as pg_isready-style checks do.
+
+        The kept connection's backend outlives a stopped or wedged postmaster and keeps answering, while no new
+        client gets in: the postmaster must accept and fork to answer this. After the answer the client leaves
+        before sending a startup packet (after a TLS handshake when the answer is S), which the server does not
+        log.
+        """
+        if self._address is None:
+            return
+        host, port = self._address
+        if host.startswith("/"):
+            reader, writer = await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
+        else:
+            reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(SSL_REQUEST)
+            answer = await reader.readexactly(1)
+            if answer == b"S":
+                await writer.start_tls(_NO_VERIFY)  # only to leave politely: nothing is sent over it
+            elif answer != b"N":
+                raise ProbeFailure("bad_response", f"the server answered {answer!r} to an SSLRequest")
+        finally:
+            writer.close()
+
     def _judge(self, in_recovery: bool, lag_s: Any) -> Outcome:
         role = self._options.role
         if role == "primary" and in_recovery:
@@ -109,3 +142,34 @@ class PostgresProbe:
     async def aclose(self) -> None:
         """Terminate the kept connection."""
         self._drop()
+
+
+def listen_address(dsn: str) -> tuple[str, int] | None:
+    """(host or socket directory, port) of the first host in a ``postgresql://`` DSN, or None if it has none."""
+    try:
+        url = urllib.parse.urlsplit(dsn)
+    except ValueError:
+        return None
+    first = url.netloc.rpartition("@")[2].split(",")[0]  # libpq allows host1:port1,host2:port2
+    if first.startswith("["):
+        host, _, rest = first[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    else:
+        host, _, port_text = first.partition(":")
+    query = urllib.parse.parse_qs(url.query)
+    host = (query.get("host") or [urllib.parse.unquote(host)])[0].split(",")[0]
+    port_text = (query.get("port") or [port_text or "5432"])[0].split(",")[0]
+    if not host or not port_text.isdigit():
+        return None
+    return host, int(port_text)
+
+
+def _no_verify_context() -> ssl.SSLContext:
+    # The TLS session carries no data and no credentials: it exists only so that the server sees a clean goodbye.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+_NO_VERIFY = _no_verify_context()
