@@ -41,7 +41,7 @@ def _client(url: str, timeout: float | None, connect_timeout: float) -> Redis:
         retry=Retry(NoBackoff(), 0),
         single_connection_client=True,
         health_check_interval=0,
-        client_name="failsoft",
+        # No client_name: CLIENT SETNAME at connect would fail for an ACL user allowed little more than PING.
     )
 
 
@@ -55,6 +55,8 @@ class RedisProbe:
         self._client: Redis | None = None
         self._watch: asyncio.Task[None] | None = None
         self._closing = False
+        self._info_denied = False
+        self._watch_denied = False
 
     async def check(self) -> Outcome:
         """PING, then read role, loading and memory from INFO."""
@@ -62,7 +64,7 @@ class RedisProbe:
             self._client = _client(self._options.url, self._timeout, self._timeout)
         try:
             await self._client.ping()
-            info: dict[str, Any] = await self._client.info()
+            info = await self._info(self._client)
         except rex.BusyLoadingError:
             return degraded("loading", "the server is loading its dataset")
         except rex.AuthenticationError as exc:
@@ -83,6 +85,17 @@ class RedisProbe:
         self._start_watch()
         return self._judge(info)
 
+    async def _info(self, client: Redis) -> dict[str, Any]:
+        """INFO, when this user may run it: what it tells are refinements, PING is the health check."""
+        if self._info_denied:
+            return {}
+        try:
+            info: dict[str, Any] = await client.info()
+        except rex.NoPermissionError:
+            self._info_denied = True  # an ACL user limited to PING: do not ask again
+            return {}
+        return info
+
     def _judge(self, info: dict[str, Any]) -> Outcome:
         if int(info.get("loading", 0)):
             return degraded("loading", "the server is loading its dataset")
@@ -94,7 +107,7 @@ class RedisProbe:
         return OK
 
     def _start_watch(self) -> None:
-        if self._watch is None or self._watch.done():
+        if not self._watch_denied and (self._watch is None or self._watch.done()):
             self._watch = asyncio.get_running_loop().create_task(self._watch_for_drop())
 
     async def _watch_for_drop(self) -> None:
@@ -105,6 +118,9 @@ class RedisProbe:
                 await pubsub.subscribe(f"failsoft:probe-watch:{secrets.token_hex(6)}")
                 while True:
                     await pubsub.get_message(timeout=None)
+        except rex.ResponseError:
+            # This user may not SUBSCRIBE (ACL): crashes are then found by the next probe instead of at once.
+            self._watch_denied = True
         except (rex.ConnectionError, rex.TimeoutError, OSError):
             if not self._closing:
                 self._hooks.connection_lost()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 from redis.asyncio import Redis
-from support import Hook
+from support import SECRETS, Hook, until
 
 from daemon.localservers import RedisServer, free_port
 from policies.classify import exception_reason
@@ -46,6 +47,27 @@ async def test_ping_and_info_on_a_primary_is_ok(redis_server: Any) -> None:
         assert await probe.check() == OK
     finally:
         await probe.aclose()
+
+
+async def test_an_acl_user_allowed_only_ping_is_healthy(redis_server: Any) -> None:
+    """A least-privilege user that may run PING and nothing else (no CLIENT SETNAME, INFO or SUBSCRIBE) is a
+    healthy dependency: INFO and the watch connection are refinements, PING is the health check."""
+    admin = Redis.from_url(redis_server.url)
+    password = "ping-only-" + os.urandom(4).hex()
+    SECRETS.add(password)
+    await admin.execute_command("ACL", "SETUSER", "ping_only", "on", f">{password}", "+ping", "resetchannels")
+    probe = make_probe(f"redis://ping_only:{password}@127.0.0.1:{redis_server.port}/0")
+    try:
+        for _ in range(3):  # the denied INFO and SUBSCRIBE are remembered, not retried into errors
+            assert (await probe.check()).verdict is Verdict.OK
+        await until(lambda: probe._watch is not None and probe._watch.done(), 5, "the refused SUBSCRIBE")
+        assert probe._watch is not None and probe._watch.exception() is None  # ended quietly, nothing unretrieved
+        assert (await probe.check()).verdict is Verdict.OK
+        assert probe._watch.done()  # and it is not started again
+    finally:
+        await probe.aclose()
+        await admin.execute_command("ACL", "DELUSER", "ping_only")
+        await admin.aclose()
 
 
 async def test_a_wrong_password_is_fatal_auth(redis_server: Any) -> None:
