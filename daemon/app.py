@@ -87,7 +87,11 @@ class Daemon:
             site = web.TCPSite(runner, host, port, reuse_address=True)
             await site.start()
         except OSError as exc:
+            # Nothing has started yet: release what was built so far and say what to do.
             await runner.cleanup()
+            await metrics.aclose()
+            if http_session is not None:
+                await http_session.close()
             hint = "choose another port in http.listen, or 0 for a free one"
             if exc.errno == errno.EADDRINUSE:
                 raise StartupError(f"http.listen {host}:{port}: the address is already in use ({hint})") from None
