@@ -123,9 +123,13 @@ class Daemon:
         """Shutdown: stop probing, finish answers in flight, close connections."""
         self.runtime.stopping.set()
         self.runtime.hub.drain()
-        for task in self.runtime.tasks.values():
+        tasks = list(self.runtime.tasks.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.runtime.tasks.values(), return_exceptions=True)
+        # Bounded: a task that lost its cancellation must not hold the process past its 5 seconds.
+        _, stuck = await asyncio.wait(tasks, timeout=1.0) if tasks else (set(), set())
+        if stuck:
+            log.warning("tasks_not_stopped", tasks=sorted(t.get_name() for t in stuck))
         closing = [s.aclose() for s in self.schedulers]
         if self.publisher is not None:
             closing.append(self.publisher.aclose())

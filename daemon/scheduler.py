@@ -63,8 +63,9 @@ class DependencyScheduler:
             self._report(self.breaker.status)
             now = self._clock.monotonic()
             not_before = now + (outcome.retry_after or 0.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, started + delay - now))
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: 3.11's wait_for can lose a cancellation
+                async with asyncio.timeout(max(0.0, started + delay - now)):
+                    await self._wake.wait()
             # A dropped connection wakes us early, but never before a rate limit's "not before".
             await asyncio.sleep(max(0.0, not_before - self._clock.monotonic()))
 

@@ -7,6 +7,7 @@ only ever see the immutable ``Snapshot`` and ``Event`` values it hands to the hu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -315,10 +316,11 @@ async def run_owner(
     while True:
         now = clock.monotonic()
         wake = min(t for t in (state.deadline(), next_refresh) if t is not None)
-        try:
-            msg = await asyncio.wait_for(inbox.get(), timeout=max(0.0, wake - now))
-        except TimeoutError:
-            msg = None
+        msg: DependencyStatus | OverrideCommand | None = None
+        # asyncio.timeout rather than wait_for: on 3.11 wait_for can lose a cancellation, and shutdown cancels us.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, wake - now)):
+                msg = await inbox.get()
         if isinstance(msg, DependencyStatus):
             events = state.update(msg)
         elif isinstance(msg, OverrideCommand):
