@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -133,6 +134,12 @@ def _watch(args: argparse.Namespace) -> int:
     from daemon.client import ServiceLevelClient, format_change
 
     async def follow() -> int:
+        # Our own handlers, as `failsoft run` has: a SIGINT ignored by the parent (a background job of a
+        # script) would otherwise never become KeyboardInterrupt, and Ctrl-C or SIGTERM must end the watch.
+        main = asyncio.current_task()
+        assert main is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, main.cancel)
         async with ServiceLevelClient(args.url) as client:
             changes = client.changes()  # registered before connecting, so the first snapshot is printed too
             if not await client.wait_ready(10.0, attempts=1):
@@ -144,7 +151,7 @@ def _watch(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(follow())
-    except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, or the reader of our output (| head) went away
+    except (asyncio.CancelledError, KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, SIGTERM, or `| head` left
         return EXIT_OK
 
 
