@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from support import IN_CI, SECRETS, request, wait_for
+from support import IN_CI, SECRETS, request, until, wait_for
 
 from daemon.client import Change, ServiceLevelClient
 from daemon.clock import ManualClock
@@ -281,16 +281,6 @@ class Owner:
         self.hub.publish(self.state.snapshot(), events)
         self.slowest = max(self.slowest, time.perf_counter() - started)
 
-
-async def until(check: Callable[[], Any], within: float = 15.0, what: str = "") -> Any:
-    """Poll ``check`` on the event loop until it is truthy (the loop keeps running the publisher meanwhile)."""
-    deadline = time.monotonic() + within
-    last = None
-    while time.monotonic() < deadline:
-        if last := check():
-            return last
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {within}s waiting for {what or check}; last value: {last!r}")
 
 
 @contextlib.asynccontextmanager

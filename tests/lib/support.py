@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -46,7 +46,7 @@ def wait_for(check: Callable[[], T | None], timeout: float = 10.0, interval: flo
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}; last value: {last!r}")
 
 
-async def until(check: Callable[[], T | None], within: float = 10.0, what: str = "") -> T:
+async def until(check: Callable[[], T | None], within: float = 15.0, what: str = "") -> T:
     """``wait_for`` for async tests: poll ``check`` while the event loop keeps running; fail after ``within``."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -54,6 +54,18 @@ async def until(check: Callable[[], T | None], within: float = 10.0, what: str =
             return result
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out after {within}s waiting for {what or check}")
+
+
+async def until_async(check: Callable[[], Awaitable[T | None]], within: float = 10.0, what: str = "") -> T:
+    """``until`` for a check that must be awaited (a query, a probe): await it until truthy; fail after ``within``."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what or check}; last value: {result!r}")
+        await asyncio.sleep(0.05)
 
 
 class Hook:

@@ -9,12 +9,12 @@ import pwd
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-from support import Hook, make_server
+from support import Hook, make_server, until_async
 
 from daemon.breaker import Breaker
 from daemon.clock import SystemClock
@@ -31,17 +31,6 @@ T = TypeVar("T")
 
 
 
-
-async def eventually(check: Callable[[], Awaitable[T]], within: float, what: str) -> T:
-    """Await ``check()`` until it returns something truthy; fail after ``within`` seconds (a deadline)."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}; last value: {result!r}")
-        await asyncio.sleep(0.05)
 
 
 def make_probe(dsn: str, hook: Hook | None = None, **options: Any) -> PostgresProbe:
@@ -120,7 +109,7 @@ async def test_closing_the_probe_does_not_fire_the_hook(postgres: Any) -> None:
         mine = await failsoft_backends(conn) - before
         await probe.aclose()
         # Once the server has seen the connection go, any (wrong) callback of ours has long had its turn.
-        await eventually(lambda: _gone(conn, mine), 10, "the probe's backend to end")
+        await until_async(lambda: _gone(conn, mine), 10, "the probe's backend to end")
     assert hook.count == 0
 
 
@@ -199,7 +188,7 @@ async def test_a_hung_server_times_out_promptly_and_the_probe_stays_usable(own_p
                 assert time.monotonic() - start < settings.timeout + 0.5
         finally:
             own_postgres.resume()
-        await eventually(lambda: _ok(scheduler), 10, "an OK probe after SIGCONT")
+        await until_async(lambda: _ok(scheduler), 10, "an OK probe after SIGCONT")
     finally:
         await scheduler.aclose()
 
@@ -275,13 +264,13 @@ async def test_replication_lag_beyond_the_limit_is_degraded(standby: StandbyServ
     replica is degraded with reason replication_lag and the figure."""
     async with admin(standby.primary) as primary, admin(standby) as replica:
         await primary.execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
-        await eventually(lambda: replica.fetchval("SELECT pg_last_xact_replay_timestamp() IS NOT NULL"), 20,
+        await until_async(lambda: replica.fetchval("SELECT pg_last_xact_replay_timestamp() IS NOT NULL"), 20,
                          "the standby to replay a first transaction")
         await replica.execute("SELECT pg_wal_replay_pause()")
         await primary.execute("INSERT INTO t VALUES (2)")
         probe = make_probe(standby.dsn, role="replica", max_replication_lag=0.5)
         try:
-            outcome = await eventually(lambda: _degraded(probe), 15, "the lag to pass 0.5s")
+            outcome = await until_async(lambda: _degraded(probe), 15, "the lag to pass 0.5s")
             assert (outcome.verdict, outcome.reason) == (Verdict.DEGRADED, "replication_lag")
             assert outcome.details["replication_lag_s"] > 0.5
         finally:
@@ -309,7 +298,7 @@ async def test_a_stopped_postmaster_is_a_hang_even_though_the_kept_connection_an
                 await asyncio.wait_for(probe.check(), 1.0)
         finally:
             os.kill(own_postgres.proc.pid, signal.SIGCONT)
-        outcome = await eventually(probe.check, 10, "the check to pass again after SIGCONT")
+        outcome = await until_async(probe.check, 10, "the check to pass again after SIGCONT")
         assert outcome.verdict is Verdict.OK
     finally:
         await probe.aclose()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
 from redis.asyncio import Redis
-from support import SECRETS, Hook, until
+from support import SECRETS, Hook, until, until_async
 
 from daemon.localservers import RedisServer, free_port
 from policies.classify import exception_reason
@@ -26,17 +26,6 @@ def make_probe(url: str, hook: Hook | None = None, timeout: float = 1.0, **optio
     """A probe with a deadline of ``timeout`` seconds."""
     return RedisProbe(RedisOptions(url, **options), timeout, ProbeHooks(connection_lost=hook or Hook()))
 
-
-async def eventually(check: Callable[[], Awaitable[T]], within: float, what: str) -> T:
-    """Await ``check()`` until it returns something truthy; fail after ``within`` seconds (a deadline)."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}; last value: {result!r}")
-        await asyncio.sleep(0.05)
 
 
 async def test_ping_and_info_on_a_primary_is_ok(redis_server: Any) -> None:
@@ -112,7 +101,7 @@ async def test_a_hung_server_answers_within_one_deadline_not_after_retries(own_r
             assert exception_reason(caught.value)[0] == "timeout"
         finally:
             own_redis.resume()
-        assert await eventually(lambda: _is_ok(probe), 5, "OK after SIGCONT")
+        assert await until_async(lambda: _is_ok(probe), 5, "OK after SIGCONT")
     finally:
         await probe.aclose()
 
@@ -132,7 +121,7 @@ async def test_killing_the_server_fires_the_watch_hook(own_redis: Any) -> None:
             await probe.check()
         assert exception_reason(caught.value)[0] in ("connection_refused", "connection_closed")
         own_redis.start()
-        assert await eventually(lambda: _is_ok(probe), 5, "OK after the restart")
+        assert await until_async(lambda: _is_ok(probe), 5, "OK after the restart")
     finally:
         await probe.aclose()
 
@@ -147,14 +136,16 @@ async def test_closing_the_probe_does_not_fire_the_hook(own_redis: Any) -> None:
     # Once the server has seen both connections go, any (wrong) callback of ours has long had its turn.
     client = Redis.from_url(own_redis.url)
     try:
-        await eventually(lambda: _no_failsoft_clients(client), 10, "the probe's connections to close")
+        await until_async(lambda: _only_this_client(client), 10, "the probe's connections to close")
     finally:
         await client.aclose()
     assert hook.count == 0
 
 
-async def _no_failsoft_clients(client: Redis) -> bool:
-    return not [c for c in await client.client_list() if c.get("name") == "failsoft"]
+async def _only_this_client(client: Redis) -> bool:
+    """The server (this test's own) has no connection left but ``client``'s: the probe's two are closed."""
+    me = await client.client_id()
+    return all(int(c["id"]) == me for c in await client.client_list())
 
 
 @pytest.fixture
@@ -179,7 +170,7 @@ async def test_roles_against_a_real_replica(own_redis: Any, replica: RedisServer
     try:
         await client.config_set("masterauth", own_redis.password)
         await client.execute_command("REPLICAOF", "127.0.0.1", str(own_redis.port))
-        await eventually(lambda: _link_up(client), 10, "the replica to sync")
+        await until_async(lambda: _link_up(client), 10, "the replica to sync")
     finally:
         await client.aclose()
     by_role = {role: make_probe(replica.url, role=role) for role in ("primary", "replica", "any")}
@@ -226,7 +217,7 @@ async def _watch_subscribed(server: Any) -> None:
     """Wait until the probe's watch connection is subscribed (it starts in the background after a check)."""
     client = Redis.from_url(server.url)
     try:
-        await eventually(lambda: _has_watch(client), 5, "the watch subscription")
+        await until_async(lambda: _has_watch(client), 5, "the watch subscription")
     finally:
         await client.aclose()
 
