@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import replace
 
 import structlog
 
@@ -88,7 +89,12 @@ class DependencyScheduler:
             return Outcome(Verdict.FAILURE, "timeout", f"no answer within {timeout * 1000:g}ms"), latency
         exc = task.exception()
         if exc is None:
-            return task.result(), latency
+            outcome = task.result()
+            # An answer can carry a server's text too (an OOM message, a provider's error): it is redacted here,
+            # once for every probe, as exception text is below.
+            if outcome.error:
+                outcome = replace(outcome, error=self._redact(outcome.error))
+            return outcome, latency
         reason, fatal = exception_reason(exc)
         verdict = Verdict.FATAL if fatal else Verdict.FAILURE
         return Outcome(verdict, reason, self._redact(error_text(exc))), latency

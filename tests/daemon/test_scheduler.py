@@ -216,6 +216,18 @@ async def test_error_text_is_redacted() -> None:
     assert "***" in (outcome.error or "")
 
 
+async def test_error_text_a_probe_returns_is_redacted_too() -> None:
+    """A probe that answers (rather than raises) with a server's text holding a secret: the outcome that reaches
+    the breaker, and so the State's last_error, has it masked by the same redactor."""
+    def answer(_: ScriptedProbe) -> object:
+        return Outcome(Verdict.DEGRADED, "oom", "OOM command not allowed for user app (password pw-987654321)")
+
+    scheduler, _, _ = make(answer, secrets=("pw-987654321",))
+    outcome, _ = await scheduler.probe_once()
+    assert (outcome.verdict, outcome.reason) == (Verdict.DEGRADED, "oom")
+    assert outcome.error == "OOM command not allowed for user app (password ***)"
+
+
 async def test_run_reports_every_probe_and_a_dropped_connection_reprobes_at_once() -> None:
     """The loop reports each status; a probe calling connection_lost wakes it long before the next interval."""
     settings = ProbeSettings(interval=30.0, timeout=TIMEOUT)
