@@ -25,7 +25,8 @@ from daemon.metrics import Metrics
 from daemon.publish_redis import RedisPublisher
 from daemon.scheduler import DependencyScheduler
 from daemon.state import ServiceState, run_owner
-from probes import KINDS, llm
+from probes import KINDS
+from probes import http as http_probe
 from probes.base import Probe, ProbeHooks
 
 log = structlog.get_logger("failsoft.daemon")
@@ -62,7 +63,8 @@ class Daemon:
         state = ServiceState(config, clock, validity=3 * heartbeat)
         runtime = api.Runtime(config=config, hub=hub, inbox=inbox)
         redact = config.redactor()
-        http_session = llm.client_session() if any(d.kind == "llm" for d in config.dependencies.values()) else None
+        uses_http = any(d.kind in ("http", "llm") for d in config.dependencies.values())
+        http_session = http_probe.client_session() if uses_http else None  # one pool for the HTTP-based probes
         metrics = Metrics(config, hub, clock=clock)
         hub.add_listener(metrics.observe)
         schedulers = [

@@ -121,11 +121,6 @@ class _Server:
         """Start (or restart after ``kill``) on the same port and data."""
         raise NotImplementedError
 
-    def restart(self) -> None:
-        """Kill if running, then start again on the same port with the same data."""
-        self.kill()
-        self.start()
-
     def close(self) -> None:
         """Stop for good and delete the temporary directory."""
         self.kill()

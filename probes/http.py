@@ -33,13 +33,10 @@ class HttpOptions:
         return out
 
 
-def session(timeout: float) -> aiohttp.ClientSession:
-    """A client session for probes: no cookies kept, the deadline on the whole request."""
-    return aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=timeout),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": "failsoft-probe"},
-    )
+def client_session() -> aiohttp.ClientSession:
+    """The client session of the HTTP-based probes (http, llm): no cookies kept; every request carries its own
+    deadline, so one session (one connection pool) serves every dependency of the process."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), headers={"User-Agent": "failsoft-probe"})
 
 
 class HttpProbe:
@@ -49,16 +46,18 @@ class HttpProbe:
         self._options = options
         self._timeout = timeout
         self._expected = set(options.expect_status) or set(range(200, 300))
-        self._session: aiohttp.ClientSession | None = None
+        self._session = hooks.http_session
+        self._owns_session = self._session is None
 
     async def check(self) -> Outcome:
         """One request; the body is read up to a few KiB so the connection can be reused."""
         if self._session is None:
-            self._session = session(self._timeout)
+            self._session = client_session()
         o = self._options
         try:
             async with self._session.request(
-                o.method, o.url, headers=o.headers, ssl=o.tls_verify, max_redirects=5
+                o.method, o.url, headers=o.headers, ssl=o.tls_verify, max_redirects=5,
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
             ) as resp:
                 await resp.content.read(MAX_BODY)
                 return http_status(resp.status, resp.headers, time.time(), self._expected)
@@ -66,7 +65,7 @@ class HttpProbe:
             raise ProbeFailure("redirect_loop", "more than 5 redirects") from exc
 
     async def aclose(self) -> None:
-        """Close the client session."""
-        if self._session is not None:
+        """Close the client session if this probe opened it (a shared one is closed by its owner)."""
+        if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None

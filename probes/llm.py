@@ -20,6 +20,7 @@ from yarl import URL
 
 from policies.classify import llm_answer
 from probes.base import Outcome, ProbeFailure, ProbeHooks
+from probes.http import client_session
 from probes.options import Fraction, secret
 
 Provider = Literal["openai", "anthropic", "gemini", "openai_compatible"]
@@ -149,25 +150,18 @@ def _endpoint(o: LlmOptions) -> tuple[str, dict[str, str], dict[str, Any] | None
     return "chat/completions", {}, {"model": o.model, "messages": message, "max_tokens": 1}
 
 
-def client_session() -> aiohttp.ClientSession:
-    """A session for LLM probes: no cookies; each request carries its own deadline and TLS choice."""
-    return aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True)
-
-
 class LlmProbe:
     """Sends the probe request, follows same-origin redirects, reads a bounded answer and classifies it.
 
-    ``session`` lets every LLM probe of the process share one client session (one connection pool); the
-    probe then leaves closing it to its owner. Without it the probe opens its own.
+    ``hooks.http_session`` is the client session (one connection pool) shared by the HTTP-based probes of the
+    process; the probe leaves closing it to its owner. Without one the probe opens its own.
     """
 
-    def __init__(
-        self, options: LlmOptions, timeout: float, hooks: ProbeHooks, session: aiohttp.ClientSession | None = None
-    ) -> None:
+    def __init__(self, options: LlmOptions, timeout: float, hooks: ProbeHooks) -> None:
         self._options = options
         self._timeout = timeout
         self._request = build_request(options)
-        self._session = session or hooks.http_session
+        self._session = hooks.http_session
         self._owns_session = self._session is None
         sensitive = [options.api_key or "", *options.headers.values()]
         self._secrets = sorted({s for s in sensitive if len(s) >= 4}, key=len, reverse=True)

@@ -302,9 +302,9 @@ async def test_probes_can_share_one_session(sim: ProviderSimulator) -> None:
     """Given a session, probes use it and leave closing it to its owner."""
     async with aiohttp.ClientSession() as session:
         first = LlmProbe(LlmOptions(provider="openai", base_url=sim.base_url("openai"), api_key=KEYS["openai"]),
-                         2.0, ProbeHooks(), session=session)
+                         2.0, ProbeHooks(http_session=session))
         second = LlmProbe(LlmOptions(provider="gemini", base_url=sim.base_url("gemini"), api_key=KEYS["gemini"]),
-                          2.0, ProbeHooks(), session=session)
+                          2.0, ProbeHooks(http_session=session))
         assert (await first.check()).verdict is Verdict.OK
         await first.aclose()
         assert not session.closed
