@@ -45,14 +45,16 @@ demo: $(STAMP) servers  ## run failsoft against throw-away local PostgreSQL and 
 	$(VENV)/bin/failsoft demo
 
 test: $(STAMP) servers  ## run the whole test suite against real servers
+	@.ci/ensure-tools .ci/test-tools.txt
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff and mypy --strict
 	$(PY) -m pip install -q -e '.[dev]'
-	$(PY) -m ruff check daemon probes policies tests
+	$(PY) -m ruff check failsoft daemon probes policies tests
 	$(PY) -m mypy
 
 bench: $(STAMP) servers  ## measure probe, publish and HTTP costs; prints a table
+	@.ci/ensure-tools .ci/bench-tools.txt
 	$(PY) tests/bench/run.py
 
 clean:  ## remove the virtual environment and caches

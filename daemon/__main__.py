@@ -1,5 +1,5 @@
-"""``python -m daemon`` is the ``failsoft`` command."""
+"""``python -m failsoft.daemon`` is the ``failsoft`` command."""
 
-from daemon.cli import main
+from failsoft.daemon.cli import main
 
 raise SystemExit(main())

@@ -10,11 +10,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from daemon.config import Config
-from daemon.hub import Hub, Published
-from daemon.state import OverrideCommand
-from daemon.yamlread import parse_duration
-from policies.model import DependencyStatus
+from failsoft.daemon.config import Config
+from failsoft.daemon.hub import Hub, Published
+from failsoft.daemon.state import OverrideCommand
+from failsoft.daemon.yamlread import parse_duration
+from failsoft.policies.model import DependencyStatus
 
 MAX_WAIT = 300.0  # a blocking query waits at most 5 minutes, as Consul's do
 DEFAULT_WAIT = 300.0

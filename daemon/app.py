@@ -16,18 +16,18 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from daemon import api, stream
-from daemon.breaker import Breaker
-from daemon.clock import Clock, SystemClock
-from daemon.config import Config
-from daemon.hub import Hub
-from daemon.metrics import Metrics
-from daemon.publish_redis import RedisPublisher
-from daemon.scheduler import DependencyScheduler
-from daemon.state import ServiceState, run_owner
-from probes import KINDS
-from probes import http as http_probe
-from probes.base import Probe, ProbeHooks
+from failsoft.daemon import api, stream
+from failsoft.daemon.breaker import Breaker
+from failsoft.daemon.clock import Clock, SystemClock
+from failsoft.daemon.config import Config
+from failsoft.daemon.hub import Hub
+from failsoft.daemon.metrics import Metrics
+from failsoft.daemon.publish_redis import RedisPublisher
+from failsoft.daemon.scheduler import DependencyScheduler
+from failsoft.daemon.state import ServiceState, run_owner
+from failsoft.probes import KINDS
+from failsoft.probes import http as http_probe
+from failsoft.probes.base import Probe, ProbeHooks
 
 log = structlog.get_logger("failsoft.daemon")
 

@@ -10,9 +10,9 @@ import random
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from daemon.config import ProbeSettings
-from policies.model import BreakerState, DependencyStatus, DepState
-from probes.base import Outcome, Verdict
+from failsoft.daemon.config import ProbeSettings
+from failsoft.policies.model import BreakerState, DependencyStatus, DepState
+from failsoft.probes.base import Outcome, Verdict
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 

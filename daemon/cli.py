@@ -13,8 +13,9 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from daemon import __version__
-from daemon.config import ConfigError, load_config, resolve_path, summary
+from failsoft import __version__
+from failsoft.daemon.config import ConfigError, load_config, resolve_path, summary
+from failsoft.daemon.terminal import format_status
 
 EXIT_OK, EXIT_NOT_FULL, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -54,8 +55,8 @@ def _load(path: str | None) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from daemon import logs
-    from daemon.app import StartupError, serve
+    from failsoft.daemon import logs
+    from failsoft.daemon.app import StartupError, serve
 
     config = _load(args.config)
     if config is None:
@@ -108,30 +109,9 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK if state.get("level") == best else EXIT_NOT_FULL
 
 
-def format_status(state: dict[str, Any]) -> str:
-    """The level line and a table of dependencies, as ``failsoft status`` prints them."""
-    lines = [f"{state.get('service')}: {state.get('level')} (seq {state.get('seq')}, since {state.get('since')})"]
-    if state.get("reason"):
-        lines.append(f"  reason: {state['reason']}")
-    if state.get("active_llm"):
-        lines.append(f"  active LLM: {state['active_llm']}")
-    if state.get("override"):
-        o = state["override"]
-        lines.append(f"  override: {o.get('level')} until {o.get('until')} ({o.get('reason')})")
-    rows = [("DEPENDENCY", "KIND", "STATE", "BREAKER", "LATENCY", "REASON")]
-    for name, d in (state.get("dependencies") or {}).items():
-        latency = f"{d['latency_ms']:.1f}ms" if d.get("latency_ms") is not None else "-"
-        rows.append((name, d.get("kind", ""), d.get("state", ""), d.get("breaker", ""), latency,
-                     d.get("reason") or ""))
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    lines.append("")
-    lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines)
-
-
 def _watch(args: argparse.Namespace) -> int:
     """Follow the daemon's events with the app client, one line each; 3 if it cannot be reached, 0 on Ctrl-C."""
-    from daemon.client import ServiceLevelClient, format_change
+    from failsoft.client import ServiceLevelClient, format_change
 
     async def follow() -> int:
         # Our own handlers, as `failsoft run` has: a SIGINT ignored by the parent (a background job of a
@@ -156,6 +136,6 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from daemon.demo import run_demo
+    from failsoft.devtools.demo import run_demo
 
     return run_demo(port=args.port)

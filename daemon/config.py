@@ -18,11 +18,11 @@ from typing import Any, Literal
 
 import yaml
 
-from daemon.redact import Redactor, url_password
-from daemon.yamlread import Reader, StrictLoader, join, parse_listen, show, type_name
-from policies.rules import DEFAULT_LEVELS, MATCHERS, Condition, Policy, Rule
-from probes import KINDS
-from probes.options import Duration, Fraction
+from failsoft.daemon.redact import Redactor, url_password
+from failsoft.daemon.yamlread import Reader, StrictLoader, join, parse_listen, show, type_name
+from failsoft.policies.rules import DEFAULT_LEVELS, MATCHERS, Condition, Policy, Rule
+from failsoft.probes import KINDS
+from failsoft.probes.options import Duration, Fraction
 
 DEFAULT_PATH = "failsoft.yaml"
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
@@ -303,7 +303,7 @@ def _publish(r: Reader, node: Any, deps: Mapping[str, Dependency]) -> PublishSet
 
 def default_policy_text() -> str:
     """The shipped ``policies/default.yaml``."""
-    return resources.files("policies").joinpath("default.yaml").read_text(encoding="utf-8")
+    return resources.files("failsoft.policies").joinpath("default.yaml").read_text(encoding="utf-8")
 
 
 def _policy(

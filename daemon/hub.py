@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from daemon.state import Event, Snapshot
+from failsoft.daemon.state import Event, Snapshot
 
 RING_SIZE = 1024
 

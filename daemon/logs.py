@@ -23,8 +23,8 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-from daemon import tracing
-from daemon.redact import Redactor
+from failsoft.daemon import tracing
+from failsoft.daemon.redact import Redactor
 
 Redact = Callable[[str], str]
 _PLAIN = (str, int, float, bool, type(None), dt.datetime, dt.date)

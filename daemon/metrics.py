@@ -27,13 +27,14 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from daemon import __version__, tracing
-from daemon.breaker import TRANSITIONS
-from daemon.clock import Clock, SystemClock
-from daemon.config import Config
-from daemon.hub import Hub, Published, PublishedEvent
-from policies.model import BreakerState, DependencyStatus, DepState
-from probes.base import Outcome, Verdict
+from failsoft import __version__
+from failsoft.daemon import tracing
+from failsoft.daemon.breaker import TRANSITIONS
+from failsoft.daemon.clock import Clock, SystemClock
+from failsoft.daemon.config import Config
+from failsoft.daemon.hub import Hub, Published, PublishedEvent
+from failsoft.policies.model import BreakerState, DependencyStatus, DepState
+from failsoft.probes.base import Outcome, Verdict
 
 log = structlog.get_logger("failsoft.metrics")
 

@@ -32,11 +32,11 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from daemon.clock import Clock, SystemClock, iso
-from daemon.config import PublishSettings
-from daemon.hub import Hub, Published, PublishedEvent
-from daemon.metrics import Metrics
-from daemon.redact import Redactor, url_password
+from failsoft.daemon.clock import Clock, SystemClock, iso
+from failsoft.daemon.config import PublishSettings
+from failsoft.daemon.hub import Hub, Published, PublishedEvent
+from failsoft.daemon.metrics import Metrics
+from failsoft.daemon.redact import Redactor, url_password
 
 log = structlog.get_logger("failsoft.publish")
 

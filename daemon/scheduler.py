@@ -13,12 +13,12 @@ from dataclasses import replace
 
 import structlog
 
-from daemon.breaker import Breaker
-from daemon.clock import Clock
-from daemon.redact import Redactor
-from policies.classify import error_text, exception_reason
-from policies.model import BreakerState, DependencyStatus
-from probes.base import Outcome, Probe, Verdict
+from failsoft.daemon.breaker import Breaker
+from failsoft.daemon.clock import Clock
+from failsoft.daemon.redact import Redactor
+from failsoft.policies.classify import error_text, exception_reason
+from failsoft.policies.model import BreakerState, DependencyStatus
+from failsoft.probes.base import Outcome, Probe, Verdict
 
 log = structlog.get_logger("failsoft.probe")
 

@@ -16,12 +16,12 @@ from typing import Any, Protocol
 
 import structlog
 
-from daemon.clock import Clock, iso
-from daemon.config import Config
-from policies.failover import FailoverMachine
-from policies.machine import LevelMachine
-from policies.model import BreakerState, DependencyStatus, DepState
-from policies.rules import Evaluation, evaluate
+from failsoft.daemon.clock import Clock, iso
+from failsoft.daemon.config import Config
+from failsoft.policies.failover import FailoverMachine
+from failsoft.policies.machine import LevelMachine
+from failsoft.policies.model import BreakerState, DependencyStatus, DepState
+from failsoft.policies.rules import Evaluation, evaluate
 
 log = structlog.get_logger("failsoft.state")
 

@@ -16,10 +16,10 @@ import orjson
 import structlog
 from aiohttp import web
 
-from daemon.api import JSON, RUNTIME, Runtime, error
-from daemon.hub import RING_SIZE, Published, PublishedEvent, Subscription, sse_frame
-from daemon.state import OverrideCommand
-from daemon.yamlread import parse_duration
+from failsoft.daemon.api import JSON, RUNTIME, Runtime, error
+from failsoft.daemon.hub import RING_SIZE, Published, PublishedEvent, Subscription, sse_frame
+from failsoft.daemon.state import OverrideCommand
+from failsoft.daemon.yamlread import parse_duration
 
 log = structlog.get_logger("failsoft.stream")
 

@@ -19,8 +19,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from daemon.redact import url_password
-from probes.options import DURATION, SECRET
+from failsoft.daemon.redact import url_password
+from failsoft.probes.options import DURATION, SECRET
 
 _ENV_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")

@@ -16,8 +16,8 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from policies.model import OK, Outcome, Verdict
-from policies.ratelimit import (
+from failsoft.policies.model import OK, Outcome, Verdict
+from failsoft.policies.ratelimit import (
     Window,
     error_message,
     generic_reset,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from policies.model import DependencyStatus, DepState
+from failsoft.policies.model import DependencyStatus, DepState
 
 
 def _tier(dep: DependencyStatus | None) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from policies.model import DependencyStatus, DepState
+from failsoft.policies.model import DependencyStatus, DepState
 
 DEFAULT_LEVELS = ("full", "degraded", "limited", "cache_only")
 

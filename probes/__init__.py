@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from probes import http, llm, postgres, redis, tcp
-from probes.base import Probe, ProbeHooks
+from failsoft.probes import http, llm, postgres, redis, tcp
+from failsoft.probes.base import Probe, ProbeHooks
 
 
 @dataclass(frozen=True, slots=True)

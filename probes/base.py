@@ -14,7 +14,7 @@ from typing import Protocol
 import aiohttp
 
 # The outcome types are plain data that the pure policies also use; they live there and are re-exported here.
-from policies.model import OK, Outcome, Verdict, degraded
+from failsoft.policies.model import OK, Outcome, Verdict, degraded
 
 
 class ProbeFailure(Exception):

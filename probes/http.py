@@ -8,8 +8,8 @@ from typing import Literal
 
 import aiohttp
 
-from policies.classify import http_status
-from probes.base import Outcome, ProbeFailure, ProbeHooks
+from failsoft.policies.classify import http_status
+from failsoft.probes.base import Outcome, ProbeFailure, ProbeHooks
 
 MAX_BODY = 4096  # the status says enough; never buffer a large body
 

@@ -18,10 +18,10 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from policies.classify import llm_answer
-from probes.base import Outcome, ProbeFailure, ProbeHooks
-from probes.http import client_session
-from probes.options import Fraction, secret
+from failsoft.policies.classify import llm_answer
+from failsoft.probes.base import Outcome, ProbeFailure, ProbeHooks
+from failsoft.probes.http import client_session
+from failsoft.probes.options import Fraction, secret
 
 Provider = Literal["openai", "anthropic", "gemini", "openai_compatible"]
 

@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 import asyncpg
 
-from probes.base import OK, Outcome, ProbeFailure, ProbeHooks, degraded
-from probes.options import Duration
+from failsoft.probes.base import OK, Outcome, ProbeFailure, ProbeHooks, degraded
+from failsoft.probes.options import Duration
 
 # Lag is 0 when the replica has replayed all it received: on an idle primary the last replay timestamp
 # grows old without the replica being behind, so age alone would cry wolf.

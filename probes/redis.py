@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from policies.classify import causes
-from probes.base import OK, Outcome, ProbeFailure, ProbeHooks, degraded
+from failsoft.policies.classify import causes
+from failsoft.probes.base import OK, Outcome, ProbeFailure, ProbeHooks, degraded
 
 
 @dataclass(frozen=True, slots=True)

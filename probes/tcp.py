@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from probes.base import OK, Outcome, ProbeHooks
+from failsoft.probes.base import OK, Outcome, ProbeHooks
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,15 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
 
 from support import DaemonProcess
 
-from daemon import logs
-from daemon.clock import SystemClock
-from daemon.config import parse_config
-from daemon.hub import Hub
-from daemon.localservers import PostgresServer, RedisServer
-from daemon.state import OverrideCommand, ServiceState
-from policies.model import DependencyStatus, DepState
-from probes import KINDS
-from probes.base import ProbeHooks
+from failsoft.daemon import logs
+from failsoft.daemon.clock import SystemClock
+from failsoft.daemon.config import parse_config
+from failsoft.daemon.hub import Hub
+from failsoft.daemon.state import OverrideCommand, ServiceState
+from failsoft.devtools.localservers import PostgresServer, RedisServer
+from failsoft.policies.model import DependencyStatus, DepState
+from failsoft.probes import KINDS
+from failsoft.probes.base import ProbeHooks
 
 ROWS: list[tuple[str, str, str, str, str]] = []
 
@@ -155,7 +155,7 @@ def _rss_kib(pid: int) -> int:
 
 async def bench_longpoll(pg: PostgresServer) -> None:
     """From a change of the State to the return of a waiting long-poll, in-process."""
-    from daemon.app import Daemon
+    from failsoft.daemon.app import Daemon
 
     config = parse_config(f"""
 http: {{listen: "127.0.0.1:0"}}

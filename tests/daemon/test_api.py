@@ -1,4 +1,4 @@
-"""daemon.api: the local HTTP API, in process (aiohttp TestServer/TestClient) over a real Hub and ServiceState.
+"""failsoft.daemon.api: the local HTTP API, in process (aiohttp TestServer/TestClient) over a real Hub and ServiceState.
 
 The state is driven by hand (ManualClock, statuses fed directly) so that every answer is deterministic.
 """
@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from daemon.api import Runtime, build_app
-from daemon.clock import ManualClock
-from daemon.config import parse_config
-from daemon.hub import Hub
-from daemon.state import ServiceState
-from policies.model import BreakerState, DependencyStatus, DepState
+from failsoft.daemon.api import Runtime, build_app
+from failsoft.daemon.clock import ManualClock
+from failsoft.daemon.config import parse_config
+from failsoft.daemon.hub import Hub
+from failsoft.daemon.state import ServiceState
+from failsoft.policies.model import BreakerState, DependencyStatus, DepState
 
 CONFIG = """
 service: api-test

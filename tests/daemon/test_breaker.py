@@ -1,4 +1,4 @@
-"""daemon.breaker.Breaker: probe outcomes in, dependency state, breaker state and the next delay out.
+"""failsoft.daemon.breaker.Breaker: probe outcomes in, dependency state, breaker state and the next delay out.
 
 Time is a ManualClock moved by hand and jitter comes from a seeded random.Random: nothing sleeps.
 """
@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.breaker import TRANSITIONS, Breaker, IllegalTransition
-from daemon.clock import ManualClock
-from daemon.config import Backoff, ProbeSettings
-from policies.model import BreakerState, DepState
-from probes.base import OK, Outcome, Verdict
+from failsoft.daemon.breaker import TRANSITIONS, Breaker, IllegalTransition
+from failsoft.daemon.clock import ManualClock
+from failsoft.daemon.config import Backoff, ProbeSettings
+from failsoft.policies.model import BreakerState, DepState
+from failsoft.probes.base import OK, Outcome, Verdict
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 FAIL = Outcome(Verdict.FAILURE, "connection_refused", "ConnectionRefusedError: [Errno 111] refused")

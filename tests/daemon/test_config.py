@@ -1,4 +1,4 @@
-"""daemon.config: YAML in, a frozen Config out, or every error with its YAML path.
+"""failsoft.daemon.config: YAML in, a frozen Config out, or every error with its YAML path.
 
 Most cases are data, as blackbox_exporter does it: ``testdata/invalid/*.yaml`` hold one small invalid config
 each, with the exact messages expected in ``# expect:`` header lines (``{file}`` stands for the file's path),
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import (
+from failsoft.daemon.config import (
     Config,
     ConfigError,
     ProbeSettings,
@@ -23,7 +23,7 @@ from daemon.config import (
     resolve_path,
     summary,
 )
-from daemon.yamlread import parse_duration, parse_fraction, parse_listen
+from failsoft.daemon.yamlread import parse_duration, parse_fraction, parse_listen
 
 TESTDATA = Path(__file__).parent / "testdata"
 INVALID = sorted((TESTDATA / "invalid").glob("*.yaml"))

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import structlog
 
-from daemon import logs
-from daemon.redact import Redactor
+from failsoft.daemon import logs
+from failsoft.daemon.redact import Redactor
 
 SECRET = "s3cr3t-Pa55word"
 DSN = f"postgresql://app:{SECRET}@db.internal:5432/shop"

@@ -21,13 +21,13 @@ from aiohttp import test_utils, web
 from prometheus_client.parser import text_string_to_metric_families
 from support import until
 
-from daemon.breaker import Breaker
-from daemon.clock import ManualClock
-from daemon.config import Config, parse_config
-from daemon.hub import Hub
-from daemon.metrics import PROBE_OUTCOMES, Metrics, probe_outcome
-from daemon.state import ServiceState
-from probes.base import OK, Outcome, Verdict
+from failsoft.daemon.breaker import Breaker
+from failsoft.daemon.clock import ManualClock
+from failsoft.daemon.config import Config, parse_config
+from failsoft.daemon.hub import Hub
+from failsoft.daemon.metrics import PROBE_OUTCOMES, Metrics, probe_outcome
+from failsoft.daemon.state import ServiceState
+from failsoft.probes.base import OK, Outcome, Verdict
 
 CONFIG = """
 service: shop

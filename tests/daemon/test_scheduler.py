@@ -1,4 +1,4 @@
-"""daemon.scheduler.DependencyScheduler: the deadline, exceptions turned into outcomes, no stacking of stuck
+"""failsoft.daemon.scheduler.DependencyScheduler: the deadline, exceptions turned into outcomes, no stacking of stuck
 probes, and early re-probes when a kept connection drops.
 
 The probes here are tiny in-process objects with the probe shape (no server is involved); real servers are in
@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from daemon.breaker import Breaker
-from daemon.clock import SystemClock
-from daemon.config import Backoff, ProbeSettings
-from daemon.redact import Redactor
-from daemon.scheduler import DependencyScheduler
-from policies.model import DependencyStatus, DepState
-from probes.base import OK, Outcome, ProbeFailure, Verdict
+from failsoft.daemon.breaker import Breaker
+from failsoft.daemon.clock import SystemClock
+from failsoft.daemon.config import Backoff, ProbeSettings
+from failsoft.daemon.redact import Redactor
+from failsoft.daemon.scheduler import DependencyScheduler
+from failsoft.policies.model import DependencyStatus, DepState
+from failsoft.probes.base import OK, Outcome, ProbeFailure, Verdict
 
 TIMEOUT = 0.3
 

@@ -1,4 +1,4 @@
-"""daemon.state.ServiceState and run_owner: statuses in, level, events and the State out, with a ManualClock."""
+"""failsoft.daemon.state.ServiceState and run_owner: statuses in; level, events and State out (ManualClock)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.clock import ManualClock, SystemClock, iso
-from daemon.config import Config, ConfigError, parse_config
-from daemon.hub import Hub
-from daemon.state import UNKNOWN, OverrideCommand, ServiceState, run_owner
-from policies.model import BreakerState, DependencyStatus, DepState
+from failsoft.daemon.clock import ManualClock, SystemClock, iso
+from failsoft.daemon.config import Config, ConfigError, parse_config
+from failsoft.daemon.hub import Hub
+from failsoft.daemon.state import UNKNOWN, OverrideCommand, ServiceState, run_owner
+from failsoft.policies.model import BreakerState, DependencyStatus, DepState
 
 CONFIG = """
 service: checkout-api

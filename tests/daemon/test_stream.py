@@ -1,4 +1,4 @@
-"""daemon.stream: SSE, history and override, in process over a real Hub, ServiceState and state owner.
+"""failsoft.daemon.stream: SSE, history and override, in process over a real Hub, ServiceState and state owner.
 
 The app is served the way the daemon serves it (``web.AppRunner`` on a loopback port, without aiohttp's test
 server, which would cancel handlers on disconnect and hide what a dropped connection costs in production).
@@ -21,12 +21,12 @@ import support
 from aiohttp import web
 from support import db, until
 
-from daemon import stream
-from daemon.api import Runtime, build_app
-from daemon.clock import ManualClock
-from daemon.config import parse_config
-from daemon.hub import RING_SIZE, Hub
-from daemon.state import ServiceState, run_owner
+from failsoft.daemon import stream
+from failsoft.daemon.api import Runtime, build_app
+from failsoft.daemon.clock import ManualClock
+from failsoft.daemon.config import parse_config
+from failsoft.daemon.hub import RING_SIZE, Hub
+from failsoft.daemon.state import ServiceState, run_owner
 
 TOKEN = "stream-test-admin-token-" + "7f3a9c"
 support.SECRETS.add(TOKEN)

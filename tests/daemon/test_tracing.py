@@ -26,14 +26,14 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from support import until
 
-from daemon import tracing
-from daemon.breaker import Breaker
-from daemon.clock import ManualClock
-from daemon.config import Config, parse_config
-from daemon.hub import Hub
-from daemon.metrics import Metrics
-from daemon.state import ServiceState
-from probes.base import OK, Outcome, Verdict
+from failsoft.daemon import tracing
+from failsoft.daemon.breaker import Breaker
+from failsoft.daemon.clock import ManualClock
+from failsoft.daemon.config import Config, parse_config
+from failsoft.daemon.hub import Hub
+from failsoft.daemon.metrics import Metrics
+from failsoft.daemon.state import ServiceState
+from failsoft.probes.base import OK, Outcome, Verdict
 
 CONFIG = """
 service: shop
@@ -257,10 +257,10 @@ def test_without_an_endpoint_no_exporter_or_trace_sdk_is_imported() -> None:
     or the trace SDK, and starts no export thread."""
     code = f"""
 import asyncio, json, sys, threading
-from daemon.config import parse_config
-from daemon.hub import Hub
-from daemon.metrics import Metrics
-from probes.base import Outcome, Verdict
+from failsoft.daemon.config import parse_config
+from failsoft.daemon.hub import Hub
+from failsoft.daemon.metrics import Metrics
+from failsoft.probes.base import Outcome, Verdict
 
 async def main():
     hub = Hub()

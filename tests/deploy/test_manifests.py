@@ -391,7 +391,7 @@ def test_check_config_accepts_the_config_map_config(
     path.write_text(config_map["data"][CONFIG_KEY], encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAILSOFT_")} | secret_env
     done = subprocess.run(
-        [sys.executable, "-m", "daemon", "check-config", str(path)],
+        [sys.executable, "-m", "failsoft", "check-config", str(path)],
         capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, f"check-config exit {done.returncode}:\n{done.stdout}\n{done.stderr}"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from support import SECRETS, request, wait_for
 
-from daemon.localservers import free_port
+from failsoft.devtools.localservers import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -51,8 +51,8 @@ policy:
 
 
 def failsoft(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run the ``failsoft`` command (as ``python -m daemon``) to completion."""
-    return subprocess.run([sys.executable, "-m", "daemon", *args], capture_output=True, text=True, timeout=timeout,
+    """Run the ``failsoft`` command (as ``python -m failsoft``) to completion."""
+    return subprocess.run([sys.executable, "-m", "failsoft", *args], capture_output=True, text=True, timeout=timeout,
                           cwd=ROOT, env={**os.environ, **(env or {})}, check=False)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from support import SECRETS, DaemonProcess, request, wait_for
 
-from daemon.llmsim import ThreadedSimulator
+from failsoft.devtools.llmsim import ThreadedSimulator
 
 pytestmark = pytest.mark.e2e
 

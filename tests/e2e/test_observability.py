@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from prometheus_client.parser import text_string_to_metric_families
 from support import SECRETS, wait_for
 
-from daemon.localservers import free_port
+from failsoft.devtools.localservers import free_port
 
 pytestmark = pytest.mark.e2e
 

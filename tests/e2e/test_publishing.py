@@ -30,14 +30,14 @@ import pytest
 import redis
 from support import IN_CI, SECRETS, request, until, wait_for
 
-from daemon.client import Change, ServiceLevelClient
-from daemon.clock import ManualClock
-from daemon.config import PublishSettings, parse_config
-from daemon.hub import Hub
-from daemon.localservers import free_port
-from daemon.publish_redis import RedisPublisher
-from daemon.state import ServiceState
-from policies.model import BreakerState, DependencyStatus, DepState
+from failsoft.client import Change, ServiceLevelClient
+from failsoft.daemon.clock import ManualClock
+from failsoft.daemon.config import PublishSettings, parse_config
+from failsoft.daemon.hub import Hub
+from failsoft.daemon.publish_redis import RedisPublisher
+from failsoft.daemon.state import ServiceState
+from failsoft.devtools.localservers import free_port
+from failsoft.policies.model import BreakerState, DependencyStatus, DepState
 
 pytestmark = pytest.mark.e2e
 
@@ -630,7 +630,7 @@ async def test_client_follows_changes_and_reports_the_fallback_when_the_daemon_i
 
 def watch(url: str, out: Any) -> subprocess.Popen[bytes]:
     """``failsoft watch --url URL`` with its output in ``out``."""
-    return subprocess.Popen([sys.executable, "-m", "daemon", "watch", "--url", url], stdout=out,
+    return subprocess.Popen([sys.executable, "-m", "failsoft", "watch", "--url", url], stdout=out,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ})
 
 

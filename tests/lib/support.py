@@ -24,9 +24,9 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 
-from daemon.localservers import PostgresServer, RedisServer, ServerError, free_port
-from policies.model import BreakerState, DependencyStatus, DepState
-from probes.base import ProbeHooks
+from failsoft.devtools.localservers import PostgresServer, RedisServer, ServerError, free_port
+from failsoft.policies.model import BreakerState, DependencyStatus, DepState
+from failsoft.probes.base import ProbeHooks
 
 T = TypeVar("T")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -219,7 +219,7 @@ class DaemonProcess:
         """Start and wait until it listens (and, by default, until /readyz answers 200)."""
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "run", "--config", str(self.config_path)],
+                [sys.executable, "-m", "failsoft", "run", "--config", str(self.config_path)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
             )
         port = wait_for(self._listening_port, 20, what="the daemon to log 'listening'")

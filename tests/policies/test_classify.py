@@ -1,4 +1,4 @@
-"""policies.classify: exceptions and HTTP answers -> reasons, fatal or not, and how long to wait."""
+"""failsoft.policies.classify: exceptions and HTTP answers -> reasons, fatal or not, and how long to wait."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from daemon.localservers import free_port
-from policies.classify import causes, error_text, exception_reason, http_status, retry_after_seconds
-from probes.base import OK, ProbeFailure, Verdict
+from failsoft.devtools.localservers import free_port
+from failsoft.policies.classify import causes, error_text, exception_reason, http_status, retry_after_seconds
+from failsoft.probes.base import OK, ProbeFailure, Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_800_000_000.0  # a fixed wall clock (epoch seconds)

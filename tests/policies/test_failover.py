@@ -1,4 +1,4 @@
-"""policies.failover: which LLM provider is active; away at once, back only after recover_after, no ping-pong."""
+"""failsoft.policies.failover: the active LLM provider; away at once, back only after recover_after, no ping-pong."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.failover import FailoverMachine, candidate
-from policies.model import DependencyStatus, DepState
+from failsoft.policies.failover import FailoverMachine, candidate
+from failsoft.policies.model import DependencyStatus, DepState
 
 H, D, X, U = DepState.HEALTHY, DepState.DEGRADED, DepState.DOWN, DepState.UNKNOWN
 ORDER = ("openai", "anthropic", "gemini")

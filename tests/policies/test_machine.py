@@ -1,4 +1,4 @@
-"""policies.machine.LevelMachine: worse at once, better only after it held for ``recover_after``.
+"""failsoft.policies.machine.LevelMachine: worse at once, better only after it held for ``recover_after``.
 
 Examples first, then property tests against a small reference model of the promise in the module docstring.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.machine import LevelMachine
+from failsoft.policies.machine import LevelMachine
 
 R = 5.0  # recover_after used by the examples
 

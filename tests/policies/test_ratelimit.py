@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from policies import ratelimit as rl
-from policies.classify import exception_reason, llm_answer, should_retry
-from policies.model import Verdict
+from failsoft.policies import ratelimit as rl
+from failsoft.policies.classify import exception_reason, llm_answer, should_retry
+from failsoft.policies.model import Verdict
 
 NOW = 1_800_000_000.0  # a fixed wall clock (epoch seconds)
 

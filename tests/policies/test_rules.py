@@ -1,11 +1,11 @@
-"""policies.rules: ordered rules turn dependency states into a target level, with a reason people can read."""
+"""failsoft.policies.rules: ordered rules turn dependency states into a target level, with a reason people can read."""
 
 from __future__ import annotations
 
 import pytest
 
-from policies.model import DependencyStatus, DepState
-from policies.rules import DEFAULT_LEVELS, MATCHERS, Condition, Policy, Rule, evaluate
+from failsoft.policies.model import DependencyStatus, DepState
+from failsoft.policies.rules import DEFAULT_LEVELS, MATCHERS, Condition, Policy, Rule, evaluate
 
 H, D, X, U = DepState.HEALTHY, DepState.DEGRADED, DepState.DOWN, DepState.UNKNOWN
 

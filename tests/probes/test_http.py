@@ -1,4 +1,4 @@
-"""probes.http against a real aiohttp server in the test process: every status class, redirects, huge bodies,
+"""failsoft.probes.http against a real aiohttp server in the test process: every status class, redirects, huge bodies,
 TLS verification and a server that never answers."""
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from daemon.breaker import Breaker
-from daemon.clock import SystemClock
-from daemon.config import ProbeSettings
-from daemon.localservers import free_port
-from daemon.redact import Redactor
-from daemon.scheduler import DependencyScheduler
-from policies.classify import exception_reason
-from probes.base import OK, ProbeFailure, ProbeHooks, Verdict
-from probes.http import HttpOptions, HttpProbe
+from failsoft.daemon.breaker import Breaker
+from failsoft.daemon.clock import SystemClock
+from failsoft.daemon.config import ProbeSettings
+from failsoft.daemon.redact import Redactor
+from failsoft.daemon.scheduler import DependencyScheduler
+from failsoft.devtools.localservers import free_port
+from failsoft.policies.classify import exception_reason
+from failsoft.probes.base import OK, ProbeFailure, ProbeHooks, Verdict
+from failsoft.probes.http import HttpOptions, HttpProbe
 
 HUGE = 200 * 1024 * 1024  # what the huge endpoint would send if it were read to the end
 

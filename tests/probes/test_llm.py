@@ -11,11 +11,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.config import ConfigError, parse_config
-from daemon.llmsim import ProviderSimulator
-from policies.classify import error_text, exception_reason
-from probes.base import Outcome, ProbeHooks, Verdict
-from probes.llm import MAX_BODY, LlmOptions, LlmProbe, build_request
+from failsoft.daemon.config import ConfigError, parse_config
+from failsoft.devtools.llmsim import ProviderSimulator
+from failsoft.policies.classify import error_text, exception_reason
+from failsoft.probes.base import Outcome, ProbeHooks, Verdict
+from failsoft.probes.llm import MAX_BODY, LlmOptions, LlmProbe, build_request
 
 KEYS = {"openai": "sk-test-openai-0123456789", "anthropic": "sk-ant-test-0123456789", "gemini": "AIzaTest0123456789abc",
         "local": "local-key-0123"}

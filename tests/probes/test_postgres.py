@@ -1,4 +1,4 @@
-"""probes.postgres against real PostgreSQL servers: the query, the role, the kept connection and its drops."""
+"""failsoft.probes.postgres against real PostgreSQL servers: the query, the role, the kept connection and its drops."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ import asyncpg
 import pytest
 from support import Hook, make_server, until_async
 
-from daemon.breaker import Breaker
-from daemon.clock import SystemClock
-from daemon.config import ProbeSettings
-from daemon.localservers import PostgresServer, ServerError, free_port
-from daemon.redact import Redactor
-from daemon.scheduler import DependencyScheduler
-from policies.classify import exception_reason
-from probes.base import OK, Outcome, ProbeFailure, ProbeHooks, Verdict
-from probes.postgres import PostgresOptions, PostgresProbe, listen_address
+from failsoft.daemon.breaker import Breaker
+from failsoft.daemon.clock import SystemClock
+from failsoft.daemon.config import ProbeSettings
+from failsoft.daemon.redact import Redactor
+from failsoft.daemon.scheduler import DependencyScheduler
+from failsoft.devtools.localservers import PostgresServer, ServerError, free_port
+from failsoft.policies.classify import exception_reason
+from failsoft.probes.base import OK, Outcome, ProbeFailure, ProbeHooks, Verdict
+from failsoft.probes.postgres import PostgresOptions, PostgresProbe, listen_address
 
 TIMEOUT = 2.0
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""probes.redis against real redis-server processes: PING+INFO, no retries, roles, and the watch connection."""
+"""failsoft.probes.redis against real redis-server processes: PING+INFO, no retries, roles, and the watch connection."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 from redis.asyncio import Redis
 from support import SECRETS, Hook, until, until_async
 
-from daemon.localservers import RedisServer, free_port
-from policies.classify import exception_reason
-from probes.base import OK, ProbeFailure, ProbeHooks, Verdict
-from probes.redis import RedisOptions, RedisProbe
+from failsoft.devtools.localservers import RedisServer, free_port
+from failsoft.policies.classify import exception_reason
+from failsoft.probes.base import OK, ProbeFailure, ProbeHooks, Verdict
+from failsoft.probes.redis import RedisOptions, RedisProbe
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""probes.tcp: a TCP connect to a real listening socket, and to a closed port."""
+"""failsoft.probes.tcp: a TCP connect to a real listening socket, and to a closed port."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import socket
 
 import pytest
 
-from daemon.localservers import free_port
-from policies.classify import exception_reason
-from probes.base import OK, ProbeHooks
-from probes.tcp import TcpOptions, TcpProbe
+from failsoft.devtools.localservers import free_port
+from failsoft.policies.classify import exception_reason
+from failsoft.probes.base import OK, ProbeHooks
+from failsoft.probes.tcp import TcpOptions, TcpProbe
 
 
 async def test_connect_to_a_listening_port_is_ok() -> None:

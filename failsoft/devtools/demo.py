@@ -14,11 +14,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon import logs
-from daemon.app import Daemon, StartupError
-from daemon.config import ConfigError, parse_config
-from daemon.llmsim import ProviderSimulator
-from daemon.localservers import PostgresServer, RedisServer, ServerError
+from failsoft.daemon import logs
+from failsoft.daemon.app import Daemon, StartupError
+from failsoft.daemon.config import ConfigError, parse_config
+from failsoft.daemon.terminal import format_status
+from failsoft.devtools.llmsim import ProviderSimulator
+from failsoft.devtools.localservers import PostgresServer, RedisServer, ServerError
 
 CONFIG = """\
 service: demo
@@ -126,8 +127,6 @@ class Demo:
 
     def status(self) -> str:
         """The level line and the dependency table."""
-        from daemon.cli import format_status
-
         if self.daemon is None or self.daemon.runtime.hub.current is None:
             return "starting"
         return format_status(self.daemon.runtime.hub.current.snapshot.to_dict())

@@ -1,4 +1,4 @@
-"""daemon.client: the app's client against the real HTTP routes (hub, state owner, SSE) on a loopback port.
+"""failsoft.client: the app's client against the real HTTP routes (hub, state owner, SSE) on a loopback port.
 
 The daemon side runs in process so that the tests can stop it, restart it (a new boot) and move its level
 precisely; the client under test is exactly what an app runs.
@@ -17,14 +17,14 @@ import pytest
 from aiohttp import web
 from support import db, until
 
-from daemon import stream
-from daemon.api import Runtime, build_app
-from daemon.client import Change, ServiceLevelClient, format_change
-from daemon.clock import SystemClock
-from daemon.config import parse_config
-from daemon.hub import Hub
-from daemon.localservers import free_port
-from daemon.state import OverrideCommand, ServiceState, run_owner
+from failsoft.client import Change, ServiceLevelClient, format_change
+from failsoft.daemon import stream
+from failsoft.daemon.api import Runtime, build_app
+from failsoft.daemon.clock import SystemClock
+from failsoft.daemon.config import parse_config
+from failsoft.daemon.hub import Hub
+from failsoft.daemon.state import OverrideCommand, ServiceState, run_owner
+from failsoft.devtools.localservers import free_port
 
 CONFIG = """
 service: client-test
