@@ -16,7 +16,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from failsoft.daemon import api, stream
+from failsoft.daemon import api, ofrep, stream
 from failsoft.daemon.breaker import Breaker
 from failsoft.daemon.clock import Clock, SystemClock
 from failsoft.daemon.config import Config
@@ -78,7 +78,7 @@ class Daemon:
             )
             for dep in config.dependencies.values()
         ]
-        app = api.build_app(runtime, [*stream.routes(), *metrics.routes()])
+        app = api.build_app(runtime, [*stream.routes(), *metrics.routes(), *ofrep.routes()])
         # handler_cancellation: a client that hangs up ends its handler at once, so an SSE stream or a long-poll
         # of a departed client releases its subscription now, not at its next keep-alive write.
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
