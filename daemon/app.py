@@ -23,6 +23,7 @@ from failsoft.daemon.config import Config
 from failsoft.daemon.hub import Hub
 from failsoft.daemon.metrics import Metrics
 from failsoft.daemon.publish_redis import RedisPublisher
+from failsoft.daemon.report import Reports
 from failsoft.daemon.scheduler import DependencyScheduler
 from failsoft.daemon.state import ServiceState, run_owner
 from failsoft.probes import KINDS
@@ -78,7 +79,8 @@ class Daemon:
             )
             for dep in config.dependencies.values()
         ]
-        app = api.build_app(runtime, [*stream.routes(), *metrics.routes(), *ofrep.routes()])
+        reports = Reports(config, {s.name: s for s in schedulers}, clock, metrics)
+        app = api.build_app(runtime, [*stream.routes(), *metrics.routes(), *ofrep.routes(), *reports.routes()])
         # handler_cancellation: a client that hangs up ends its handler at once, so an SSE stream or a long-poll
         # of a departed client releases its subscription now, not at its next keep-alive write.
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
@@ -106,6 +108,7 @@ class Daemon:
         runtime.tasks["owner"] = asyncio.create_task(run_owner(state, inbox, hub, refresh=heartbeat), name="owner")
         for s in schedulers:
             runtime.tasks[f"probe:{s.name}"] = asyncio.create_task(s.run(), name=f"probe:{s.name}")
+        runtime.tasks["reports"] = asyncio.create_task(reports.run(), name="reports")
         log.info("listening", host=host, port=bound, url=f"http://{_url_host(host)}:{bound}",
                  service=config.service, dependencies=list(config.dependencies))
         return daemon

@@ -18,6 +18,9 @@ CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.H
 
 # The only moves a breaker makes. Anything else is a bug and raises.
 TRANSITIONS = frozenset({(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED), (HALF_OPEN, OPEN)})
+# A reported rate limit that ends at most this much later than the one already held changes nothing: a flood of
+# reports of one rate limit must not become a flood of State changes.
+HOLD_SLACK = timedelta(seconds=1)
 
 
 class IllegalTransition(RuntimeError):
@@ -41,7 +44,7 @@ class Breaker:
         verdict, reason = outcome.verdict, outcome.reason
         if verdict is Verdict.OK and latency > s.slow_threshold:
             verdict, reason = Verdict.DEGRADED, "slow"
-        first = prev.probes == 0
+        first = prev.probes == 0 and prev.breaker is CLOSED  # a report may have opened it before the first probe
         if verdict in (Verdict.OK, Verdict.DEGRADED):
             up = DepState.HEALTHY if verdict is Verdict.OK else DepState.DEGRADED
             breaker, state = self._on_success(prev.breaker, up, first)
@@ -67,6 +70,35 @@ class Breaker:
             probes=prev.probes + 1,
         )
         return self._delay(verdict, outcome)
+
+    def trip(self, reason: str, error: str, now: datetime) -> float | None:
+        """The app's reports say the dependency fails (``daemon.report``): open the breaker now, ``down`` with
+        ``reason``; the probes then decide the recovery through half-open as usual. Returns the delay until the next
+        probe, or None when the breaker is already open (nothing changes)."""
+        prev = self.status
+        if prev.breaker is OPEN:
+            return None
+        self._move(prev.breaker, OPEN)
+        self._attempt = 0 if prev.breaker is CLOSED else self._attempt + 1
+        self.status = replace(prev, state=DepState.DOWN, breaker=OPEN, reason=reason, last_error=error,
+                              since=prev.since if prev.state is DepState.DOWN else now, retry_at=None)
+        return self._delay(Verdict.FAILURE, Outcome(Verdict.FAILURE))
+
+    def hold(self, retry_after: float, error: str, now: datetime) -> float | None:
+        """A rate limit reported by the app: ``degraded``/``rate_limited`` until ``retry_at``, not probed before.
+
+        Only a dependency that answers (probed, breaker closed, not down) is held: a report never makes a dependency
+        look better than the probes found it. Returns the delay until the next probe, or None when nothing changes.
+        """
+        prev = self.status
+        if prev.breaker is not CLOSED or prev.probes == 0 or prev.state is DepState.DOWN:
+            return None
+        retry_at = now + timedelta(seconds=retry_after)
+        if prev.reason == "rate_limited" and prev.retry_at is not None and retry_at <= prev.retry_at + HOLD_SLACK:
+            return None
+        self.status = replace(prev, state=DepState.DEGRADED, reason="rate_limited", last_error=error,
+                              since=prev.since if prev.state is DepState.DEGRADED else now, retry_at=retry_at)
+        return retry_after
 
     def _on_success(self, breaker: BreakerState, up: DepState, first: bool) -> tuple[BreakerState, DepState]:
         if first or breaker is CLOSED:

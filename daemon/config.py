@@ -46,6 +46,17 @@ class Backoff:
 
 
 @dataclass(frozen=True, slots=True)
+class PassiveSettings:
+    """How the app's reported call outcomes (``POST /report``) are judged; either rule opens the breaker."""
+
+    enabled: bool = True
+    consecutive_failures: int = 5  # this many failed calls in a row
+    failure_ratio: Fraction = 0.5  # or this share of failed calls within `window`, once there are `min_requests`
+    window: Duration = 10.0
+    min_requests: int = 20
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeSettings:
     """How and how often one dependency is probed; the ``defaults`` block sets these for all."""
 
@@ -57,6 +68,7 @@ class ProbeSettings:
     fast_interval: Duration = 0.25
     down_interval: Backoff = field(default_factory=Backoff)
     slow_threshold: Duration = 0.25
+    passive: PassiveSettings = field(default_factory=PassiveSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +88,7 @@ class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8765
     admin_token: str = ""
+    report_token: str = ""  # bearer token for POST /report from other hosts; loopback peers need none
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +181,7 @@ def _build(r: Reader, data: Any, base_dir: Path) -> Config | None:
     top = r.mapping(r.expand(data, ""), "", TOP_KEYS)
     service = top.get("service") or r.env.get("FAILSOFT_SERVICE") or socket.gethostname()
     service = r.value(str, service, "service")
-    http = _http(r, r.mapping(top.get("http"), "http", ["listen", "admin_token"]))
+    http = _http(r, r.mapping(top.get("http"), "http", ["listen", "admin_token", "report_token"]))
     log = r.dataclass(LogSettings, r.mapping(top.get("log"), "log", ["level", "format"]), "log")
     defaults_node = r.mapping(top.get("defaults"), "defaults", SETTINGS_KEYS)
     defaults = r.dataclass(ProbeSettings, defaults_node, "defaults", ProbeSettings()) or ProbeSettings()
@@ -202,7 +215,9 @@ def _http(r: Reader, node: dict[str, Any]) -> HttpSettings | None:
             r.error("http.listen", f"expected host:port like 127.0.0.1:8765 or [::1]:8765, got {show(listen)}")
     token = r.value(str, node.get("admin_token", ""), "http.admin_token", secret=True) or ""
     r.secrets.add(token)
-    return HttpSettings(host=host, port=port, admin_token=token)
+    report_token = r.value(str, node.get("report_token", ""), "http.report_token", secret=True) or ""
+    r.secrets.add(report_token)
+    return HttpSettings(host=host, port=port, admin_token=token, report_token=report_token)
 
 
 def _dependencies(r: Reader, node: Any, defaults: ProbeSettings) -> dict[str, Dependency]:
@@ -250,6 +265,18 @@ def _check_settings(r: Reader, s: ProbeSettings, path: str, keys: set[str] | Non
         r.error(join(path, "down_interval"), "needs 0 < initial <= max")
     if bad("down_interval") and b.multiplier < 1:
         r.error(join(path, "down_interval.multiplier"), "must be at least 1")
+    if bad("passive"):
+        _check_passive(r, s.passive, join(path, "passive"))
+
+
+def _check_passive(r: Reader, p: PassiveSettings, path: str) -> None:
+    for key in ("consecutive_failures", "min_requests"):
+        if getattr(p, key) < 1:
+            r.error(join(path, key), "must be at least 1")
+    if p.failure_ratio <= 0:
+        r.error(join(path, "failure_ratio"), "must be more than 0% (a share of failed calls, like 50%)")
+    if p.window < 0.1:
+        r.error(join(path, "window"), "must be at least 100ms")
 
 
 def _failover(r: Reader, node: Any, deps: Mapping[str, Dependency]) -> tuple[str, ...]:

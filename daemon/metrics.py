@@ -52,6 +52,7 @@ UNKNOWN_LEVEL = "unknown"
 PROBE_OUTCOMES = ("success", "slow", "rate_limited", "degraded", "timeout", "failure",
                   "auth", "quota_exhausted", "misconfigured", "fatal")
 _FATAL_REASONS = frozenset({"auth", "quota_exhausted", "misconfigured"})
+REPORT_OUTCOMES = ("success", "failure", "rate_limited")  # outcome labels of failsoft_reports_total (daemon.report)
 
 LAG_INTERVAL = 0.5  # seconds between event-loop lag samples
 LAG_WINDOW = 20  # samples kept: the lag gauge shows the worst of the last ~10 s, so a scrape sees short stalls
@@ -139,6 +140,10 @@ class Metrics:
         self._events = m.create_counter("failsoft_events_total", description="Events published, by type.")
         self._publish_failures = m.create_counter("failsoft_publish_failures_total",
                                                   description="Failed attempts to publish to a sink.")
+        self._reports = m.create_counter("failsoft_reports_total",
+                                         description="Call outcomes the app reported (POST /report), by outcome.")
+        self._reports_dropped = m.create_counter(
+            "failsoft_reports_dropped_total", description="Reported call outcomes dropped: the queue was full.")
         gauges = (
             ("failsoft_service_level", self._observe_level, "1 for the published service level, 0 for the others."),
             ("failsoft_dependency_state", self._observe_dependencies,
@@ -165,6 +170,9 @@ class Metrics:
                 self._probes.add(0, dep.outcome_attrs[o])
             for frm, to in TRANSITIONS:
                 self._breaker_transitions.add(0, self._transition_attrs(dep, str(frm), str(to)))
+            for o in REPORT_OUTCOMES:
+                self._reports.add(0, {"dependency": dep.name, "outcome": o})
+        self._reports_dropped.add(0)
 
     # -- inputs ----------------------------------------------------------------------------------------
 
@@ -204,6 +212,16 @@ class Metrics:
             self._events.add(1, {"type": event.type})
             if event.type == "level_changed":
                 self._level_changed(event.data)
+
+    def on_reports(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Reports judged, by (dependency, outcome); both come from the config and a fixed table (daemon.report)."""
+        for (dependency, outcome), n in counts.items():
+            if dependency in self._deps and outcome in REPORT_OUTCOMES:
+                self._reports.add(n, {"dependency": dependency, "outcome": outcome})
+
+    def reports_dropped(self, count: int) -> None:
+        """Reports dropped because the queue was full."""
+        self._reports_dropped.add(count)
 
     def publish_failed(self, sink: str) -> None:
         """A publish to ``sink`` (redis) failed."""

@@ -48,6 +48,11 @@ class DependencyScheduler:
         self._redact = redact
         self._on_probe = on_probe
         self._stuck: asyncio.Task[Outcome] | None = None
+        # The plan for the next probe, which the app's reports may move (reported_failure, reported_rate_limit).
+        self._due = 0.0  # monotonic time the next probe is due
+        self._not_before = 0.0  # no probe before this: a rate limit's retry_at
+        self._waiting = False
+        self._replanned = False
 
     async def run(self) -> None:
         """Probe, report, sleep until the next probe or an early wake-up (a dropped connection).
@@ -59,16 +64,58 @@ class DependencyScheduler:
             self._wake.clear()
             started = self._clock.monotonic()
             outcome, latency = await self.probe_once()
-            delay = self.breaker.record(outcome, latency, self._clock.now())
-            self._log(outcome, latency, delay)
-            self._report(self.breaker.status)
-            now = self._clock.monotonic()
-            not_before = now + (outcome.retry_after or 0.0)
-            with contextlib.suppress(TimeoutError):  # asyncio.timeout: 3.11's wait_for can lose a cancellation
-                async with asyncio.timeout(max(0.0, started + delay - now)):
-                    await self._wake.wait()
-            # A dropped connection wakes us early, but never before a rate limit's "not before".
-            await asyncio.sleep(max(0.0, not_before - self._clock.monotonic()))
+            if self._clock.monotonic() < self._not_before:
+                # The app reported a rate limit while this probe ran: the report is the newer news, and nothing is
+                # sent before its retry_at, so this probe's answer is not recorded.
+                if self._on_probe is not None:
+                    self._on_probe(self.name, outcome, latency)
+            else:
+                delay = self.breaker.record(outcome, latency, self._clock.now())
+                self._log(outcome, latency, delay)
+                self._report(self.breaker.status)
+                self._due = started + delay
+                self._not_before = self._clock.monotonic() + (outcome.retry_after or 0.0)
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        """Until the next probe is due or an early wake-up (a dropped connection); a report may move the plan."""
+        self._waiting = True
+        try:
+            while True:
+                self._replanned = False
+                with contextlib.suppress(TimeoutError):  # asyncio.timeout: 3.11's wait_for can lose a cancellation
+                    async with asyncio.timeout(max(0.0, self._due - self._clock.monotonic())):
+                        await self._wake.wait()
+                if not self._replanned:
+                    break
+                self._wake.clear()  # woken by a report that moved the plan: wait for the new one
+        finally:
+            self._waiting = False
+        # A dropped connection wakes us early, but never before a rate limit's "not before".
+        await asyncio.sleep(max(0.0, self._not_before - self._clock.monotonic()))
+
+    def reported_failure(self, reason: str, error: str) -> bool:
+        """The app's reports tripped the outlier detector: open the breaker, tell the owner, re-plan the next probe
+        (the breaker's backoff while open). False when nothing changed (already open)."""
+        return self._replan(self.breaker.trip(reason, error, self._clock.now()), hold=False)
+
+    def reported_rate_limit(self, retry_after: float, error: str) -> bool:
+        """The app was told to wait ``retry_after`` seconds: rate limited until then, and no probe before it.
+        False when nothing changed (down, not probed yet, or already held as long)."""
+        return self._replan(self.breaker.hold(retry_after, error, self._clock.now()), hold=True)
+
+    def _replan(self, delay: float | None, *, hold: bool) -> bool:
+        if delay is None:
+            return False
+        self._report(self.breaker.status)  # the same inbox as probe results: the owner stays the only writer
+        now = self._clock.monotonic()
+        self._due = now + delay
+        if hold:
+            self._not_before = max(self._not_before, now + delay)
+        if self._waiting:  # while a probe runs, its own result re-plans when it lands
+            self._replanned = True
+            self._wake.set()
+        return True
 
     async def probe_once(self) -> tuple[Outcome, float]:
         """One probe under the deadline; exceptions become outcomes here and only here."""
