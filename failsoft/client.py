@@ -30,6 +30,8 @@ from typing import Any
 
 import aiohttp
 
+from failsoft.reporting import Reporter
+
 log = logging.getLogger("failsoft.client")
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -149,6 +151,7 @@ class ServiceLevelClient:
         self._streams: set[ChangeStream] = set()
         self._progress: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._reporter: Reporter | None = None
 
     # -- reads: no IO ----------------------------------------------------------------------------------------
 
@@ -182,6 +185,21 @@ class ServiceLevelClient:
     def allows(self, capability: str) -> bool:
         """Whether ``capability`` (e.g. ``"chat"``) is allowed now."""
         return capability in self.capabilities
+
+    # -- reporting the app's calls (failsoft.reporting) -------------------------------------------------------
+
+    @property
+    def reporter(self) -> Reporter:
+        """The background reporter of call outcomes to this daemon (made on first use); ``reporter.call(dep)`` and
+        ``reporter.track(dep)`` time a call and report it."""
+        if self._reporter is None:
+            self._reporter = Reporter(self.url)
+        return self._reporter
+
+    def report(self, dependency: str, ok: bool, *, reason: str | None = None, latency_ms: float | None = None,
+               retry_after: float | str | None = None) -> None:
+        """Report one call outcome (``POST /report``, batched in the background): never blocks, never raises."""
+        self.reporter.report(dependency, ok, reason=reason, latency_ms=latency_ms, retry_after=retry_after)
 
     # -- following changes -----------------------------------------------------------------------------------
 
@@ -232,6 +250,8 @@ class ServiceLevelClient:
                 await self._task
             self._task = None
         self._connected = False
+        if self._reporter is not None:
+            await self._reporter.aclose()
         for stream in list(self._streams):
             stream.put(None)
         if self._own_session and self._session is not None:
