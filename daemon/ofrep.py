@@ -4,7 +4,7 @@ An adapter over the hub's newest State, with no state of its own: every answer i
 the owner published (and from the config, for which flags exist). Apps in any language read the level with
 their OpenFeature SDK's stock OFREP provider.
 
-Flags (see docs/openfeature.md):
+Flags (see docs/apps.md):
 
 - ``service-level`` (string): the published level.
 - ``capability.<name>`` (boolean): the current level allows ``<name>``; a name in no level's list is unknown.
@@ -174,7 +174,7 @@ async def evaluate_flag(request: web.Request) -> web.Response:
         return _answer(400, {"key": shown, "errorCode": exc.code, "errorDetails": str(exc)})
     if not known(runtime, key):
         return _answer(404, {"key": shown, "errorCode": FLAG_NOT_FOUND,
-                             "errorDetails": f"no flag {shown!r}: see docs/openfeature.md for the flags"})
+                             "errorDetails": f"no flag {shown!r}: see docs/apps.md for the flags"})
     pub = _evaluated(runtime)
     if pub is None:
         return _answer(503, {"key": key, "errorCode": GENERAL, "errorDetails": _STARTING}, **{"Retry-After": "1"})
