@@ -8,6 +8,10 @@ the same inbox as every probe result. Reports can open a breaker or hold a rate 
 dependency healthy: only the probes close a breaker, through half-open as usual.
 
 Every bound on this untrusted input is a named constant below, with its reason.
+
+Fleet mode: a report moves only the breaker of the pod that received it. The issue also asks that a reported
+rate limit's ``retry_at`` hold for every pod of the fleet (so that none probes the provider before it); that
+belongs with the fleet's shared probing (``fleet`` in the contract) and is not done here.
 """
 
 from __future__ import annotations

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 BUCKETS = 10
-CONSECUTIVE, RATIO = "consecutive_failures", "failure_ratio"
+CONSECUTIVE: Final = "consecutive_failures"
+RATIO: Final = "failure_ratio"
 _EPSILON = 1e-9  # 5% of 20 is 1.0000000000000002 in floating point: one failure must still be 5%
 
 
