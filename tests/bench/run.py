@@ -20,6 +20,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
 
+from apps import bench_apps
 from support import DaemonProcess
 
 from failsoft.daemon import logs
@@ -192,6 +193,7 @@ def main() -> None:
         asyncio.run(bench_hub())
         asyncio.run(bench_longpoll(pg))  # type: ignore[arg-type]
         bench_detection(pg, rd)  # type: ignore[arg-type]
+        bench_apps(rd.url, row, note)
     header = ("measurement", "n", "p50", "p99", "max")
     widths = [max(len(r[i]) for r in [header, *ROWS]) for i in range(5)]
     cpu = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
