@@ -91,8 +91,10 @@ class DependencyScheduler:
                 self._wake.clear()  # woken by a report that moved the plan: wait for the new one
         finally:
             self._waiting = False
-        # A dropped connection wakes us early, but never before a rate limit's "not before".
-        await asyncio.sleep(max(0.0, self._not_before - self._clock.monotonic()))
+        # A dropped connection wakes us early, but never before a rate limit's "not before" (which a report may
+        # push further while we sleep).
+        while (wait := self._not_before - self._clock.monotonic()) > 0:  # noqa: ASYNC110 - sleeps to a deadline
+            await asyncio.sleep(wait)
 
     def reported_failure(self, reason: str, error: str) -> bool:
         """The app's reports tripped the outlier detector: open the breaker, tell the owner, re-plan the next probe
