@@ -77,17 +77,19 @@ def _etag_matches(header: str | None, tag: str) -> bool:
 async def read_request(request: web.Request) -> None:
     """Check the content type and the body, and ignore the context: it cannot change the answer.
 
-    The body is a JSON object (an empty body counts as ``{}``, since some providers send none); its ``context``,
+    The body is a JSON object (no body, or an empty one, counts as ``{}``: some providers send none); its ``context``,
     when present, is an object (OFREP's schema); anything else in it is ignored, for forward compatibility.
     Raises ``BadRequest`` with what to fix.
     """
+    raw = await request.read()  # bounded by the app's client_max_size (413 beyond it)
+    if not raw:
+        return  # no body: nothing to check, whatever type a client library declared for it
     if request.content_type != JSON:
         got = request.headers.get("Content-Type", "none")[:80]
         raise BadRequest(PARSE_ERROR, f"send Content-Type: application/json (got {got})")
     charset = request.charset
     if charset is not None and charset.lower().replace("_", "-") not in ("utf-8", "utf8"):
         raise BadRequest(PARSE_ERROR, f"the body must be UTF-8 JSON (got charset={charset[:40]})")
-    raw = await request.read()  # bounded by the app's client_max_size (413 beyond it)
     if not raw.strip():
         return
     try:

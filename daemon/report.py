@@ -113,12 +113,13 @@ def parse_one(item: Any, where: str, dependencies: Mapping[str, Any]) -> Report:
     ok = item.get("ok")
     if not isinstance(ok, bool):
         raise BadReport(400, f"{where}: ok is required: true or false")
+    # An optional field is absent or valid: null is not "absent" (the OpenAPI description says so too).
     reason = item.get("reason")
-    if reason is not None and not (isinstance(reason, str) and _REASON.fullmatch(reason)):
+    if "reason" in item and not (isinstance(reason, str) and _REASON.fullmatch(reason)):
         raise BadReport(400, f"{where}: reason must be a short code of lowercase letters, digits and _ "
                              f"(like timeout or connection_refused), at most {MAX_REASON} characters")
     latency = item.get("latency_ms")
-    if latency is not None and not (_number(latency) and 0 <= latency <= MAX_LATENCY_MS):
+    if "latency_ms" in item and not (_number(latency) and 0 <= latency <= MAX_LATENCY_MS):
         raise BadReport(400, f"{where}: latency_ms must be a number of milliseconds from 0 to {MAX_LATENCY_MS:.0f}")
     retry_after = _retry_after(item, where, ok, reason)
     return Report(dep, ok, reason, float(latency) if latency is not None else None, retry_after)
@@ -131,7 +132,7 @@ def _number(value: Any) -> bool:
 def _retry_after(item: dict[str, Any], where: str, ok: bool, reason: str | None) -> float | None:
     if reason == RATE_LIMITED and ok:
         raise BadReport(400, f"{where}: reason rate_limited needs ok: false")
-    if "retry_after" not in item or item["retry_after"] is None:
+    if "retry_after" not in item:
         return None
     if reason != RATE_LIMITED:
         raise BadReport(400, f"{where}: retry_after goes with reason rate_limited")

@@ -181,8 +181,8 @@ async def test_bad_requests_get_the_ofrep_error_shape(api: Api) -> None:
 
 
 async def test_contexts_the_spec_allows_are_accepted_and_ignored(api: Api) -> None:
-    """A rich context (targetingKey, nested attributes), an empty body, ``{}`` and unknown top-level fields all
-    give the same answer: the level does not depend on who asks."""
+    """A rich context (targetingKey, nested attributes), an empty body, no body at all, ``{}`` and unknown top-level
+    fields all give the same answer: the level does not depend on who asks."""
     api.feed(status("db"))
     api.feed(status("openai"))
     expected = (await api.flag("service-level"))[1]
@@ -193,6 +193,8 @@ async def test_contexts_the_spec_allows_are_accepted_and_ignored(api: Api) -> No
     for body in bodies:
         assert await api.flag("service-level", body) == (200, expected)
     assert await api.flag("service-level", b"", JSON_UTF8) == (200, expected)
+    resp = await api.client.post(SINGLE + "service-level")  # no body, no content type
+    assert (resp.status, await resp.json()) == (200, expected)
 
 
 async def test_bulk_lists_every_flag_and_answers_304_while_nothing_changed(api: Api) -> None:

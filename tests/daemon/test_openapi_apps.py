@@ -139,6 +139,7 @@ async def test_every_ofrep_answer_is_documented(app: tuple[TestClient[Any, Any],
     for key in ("service-level", "capability.chat", "active-llm", "dependency.db"):
         await post(one, f"/ofrep/v1/evaluate/flags/{key}", b'{"context": {"targetingKey": "u"}}')
     await post(one, "/ofrep/v1/evaluate/flags/nope")
+    await post(one, "/ofrep/v1/evaluate/flags/a%2Fb")
     await post(one, "/ofrep/v1/evaluate/flags/service-level", b"{", )
     await post(one, "/ofrep/v1/evaluate/flags/service-level", b'{"context": 1}')
     await post(one, "/ofrep/v1/evaluate/flags/service-level", b"{}", {"Content-Type": "text/plain"})
