@@ -24,7 +24,7 @@ import re
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import orjson
 import structlog
@@ -125,7 +125,7 @@ def parse_one(item: Any, where: str, dependencies: Mapping[str, Any]) -> Report:
     return Report(dep, ok, reason, float(latency) if latency is not None else None, retry_after)
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
