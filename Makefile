@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 PG_GLOB := /usr/lib/postgresql/*/bin/initdb
 
-.PHONY: demo test lint bench servers venv clean help
+.PHONY: demo test lint bench servers venv clean help release
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -56,6 +56,10 @@ lint: $(STAMP)  ## ruff and mypy --strict
 bench: $(STAMP) servers  ## measure probe, publish and HTTP costs; prints a table
 	@.ci/ensure-tools .ci/bench-tools.txt
 	$(PY) tests/bench/run.py
+
+release: $(STAMP)  ## sdist, wheel, CycloneDX SBOM and SHA256SUMS in dist/, version from the git tag (docs/releases.md)
+	$(PY) -m pip install -q -e '.[dev]'
+	VENV=$(VENV) .ci/release
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

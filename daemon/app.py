@@ -58,6 +58,8 @@ class Daemon:
     async def start(cls, config: Config, clock: Clock | None = None) -> Daemon:
         """Startup: build everything, bind the port, then start the owner and the probes."""
         clock = clock or SystemClock()
+        for warning in config.warnings:  # deprecated keys, suspicious values: check-config prints the same
+            log.warning("config_warning", warning=warning)
         hub = Hub()
         inbox: asyncio.Queue = asyncio.Queue()  # type: ignore[type-arg]
         heartbeat = config.publish.heartbeat if config.publish else 5.0

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from failsoft import __version__
-from failsoft.daemon.config import ConfigError, load_config, resolve_path, summary
 from failsoft.daemon.terminal import format_status
 
 EXIT_OK, EXIT_NOT_FULL, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_URL = "http://127.0.0.1:8765"
+# Top-level modules of the `daemon` extra: missing one means the client-only install (see docs/client.md).
+DAEMON_MODULES = frozenset({"yaml", "structlog", "asyncpg", "redis", "orjson", "opentelemetry", "prometheus_client"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,10 +41,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=8765, help="HTTP port for the daemon (default 8765)")
     args = parser.parse_args(argv)
     handler = {"run": _run, "check-config": _check, "status": _status, "watch": _watch, "demo": _demo}[args.command]
-    return handler(args)
+    try:
+        return handler(args)
+    except ModuleNotFoundError as exc:
+        # `pip install failsoft` is the app's client (status and watch work with it); the sidecar is an extra.
+        if exc.name is None or exc.name.split(".")[0] not in DAEMON_MODULES:
+            raise
+        print(f"failsoft {args.command}: the daemon's dependencies are not installed (no module {exc.name!r}); "
+              "install them with: pip install 'failsoft[daemon]'", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def _load(path: str | None) -> Any:
+    from failsoft.daemon.config import ConfigError, load_config, resolve_path
+
     config_path = resolve_path(path)
     try:
         return load_config(config_path)
@@ -71,6 +82,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from failsoft.daemon.config import resolve_path, summary
+
     config = _load(args.path)
     if config is None:
         return EXIT_CONFIG

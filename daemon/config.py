@@ -10,7 +10,7 @@ import dataclasses
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from failsoft.daemon.deprecations import DEPRECATIONS, Deprecation, apply_deprecations
 from failsoft.daemon.redact import Redactor, url_password
 from failsoft.daemon.yamlread import Reader, StrictLoader, join, parse_listen, show, type_name
 from failsoft.policies.rules import DEFAULT_LEVELS, MATCHERS, Condition, Policy, Rule
@@ -121,6 +122,7 @@ class Config:
     policy: Policy
     secrets: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # things worth saying that are not errors (check-config prints them)
+    warnings: tuple[str, ...] = ()  # deprecated keys and suspicious values: logged at start, printed by check-config
 
     def redactor(self) -> Redactor:
         """A redactor that knows every secret of this config."""
@@ -152,7 +154,8 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
 
 
 def parse_config(
-    text: str, env: Mapping[str, str] | None = None, *, base_dir: Path | None = None, source: str = "<config>"
+    text: str, env: Mapping[str, str] | None = None, *, base_dir: Path | None = None, source: str = "<config>",
+    deprecations: Sequence[Deprecation] = DEPRECATIONS,
 ) -> Config:
     """Validate a config given as YAML text."""
     try:
@@ -165,13 +168,16 @@ def parse_config(
     if data is None:
         data = {}
     reader = Reader(os.environ if env is None else env)
+    warnings, clashes = apply_deprecations(data, deprecations)
+    for clash in clashes:
+        reader.error(*clash.split(": ", 1))
     config = _build(reader, data, base_dir or Path.cwd())
     if reader.errors or config is None:
         redact = Redactor(reader.secrets)
         # Redact the message, not the path: a path such as `dependencies.x.api_key:` looks like a credential.
         errors = [path + sep + redact(msg) for path, sep, msg in (e.partition(": ") for e in reader.errors)]
         raise ConfigError(errors or ["the configuration is not usable"])
-    return config
+    return dataclasses.replace(config, warnings=(*warnings, *config.warnings))
 
 
 def _build(r: Reader, data: Any, base_dir: Path) -> Config | None:
@@ -426,5 +432,6 @@ def summary(config: Config) -> list[str]:
     if config.publish:
         lines.append(f"  publishing to Redis with prefix {config.publish.prefix}:{config.service}")
     lines.extend(f"note: {n}" for n in config.notes)
+    lines.extend(f"warning: {w}" for w in config.warnings)
     return [config.redactor()(line) for line in lines]
 

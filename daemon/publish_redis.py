@@ -37,6 +37,7 @@ from failsoft.daemon.config import PublishSettings
 from failsoft.daemon.hub import Hub, Published, PublishedEvent
 from failsoft.daemon.metrics import Metrics
 from failsoft.daemon.redact import Redactor, url_password
+from failsoft.daemon.state import SCHEMA_VERSION
 
 log = structlog.get_logger("failsoft.publish")
 
@@ -183,6 +184,7 @@ class RedisPublisher:
     def _resync_body(self, latest: Published) -> bytes:
         snap = latest.snapshot
         return orjson.dumps({
+            "schema_version": SCHEMA_VERSION,
             "type": "resync", "service": snap.service, "boot": snap.boot, "seq": snap.seq,
             "at": iso(self.clock.now()), "level": snap.level, "state": orjson.Fragment(latest.body),
         })

@@ -26,6 +26,8 @@ from failsoft.policies.rules import Evaluation, evaluate
 log = structlog.get_logger("failsoft.state")
 
 UNKNOWN = "unknown"
+# The major version of docs/schema (State and events). Within it fields are only added; see docs/releases.md.
+SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +55,8 @@ class Event:
 
     def to_dict(self, service: str, boot: str) -> dict[str, Any]:
         """The event as published (HTTP stream, history, Redis)."""
-        return {"type": self.type, "service": service, "boot": boot, "seq": self.seq, "at": iso(self.at),
-                **self.fields}
+        return {"schema_version": SCHEMA_VERSION, "type": self.type, "service": service, "boot": boot,
+                "seq": self.seq, "at": iso(self.at), **self.fields}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class Snapshot:
     def to_dict(self) -> dict[str, Any]:
         """The JSON body, field order as in the contract."""
         return {
+            "schema_version": SCHEMA_VERSION,
             "service": self.service,
             "boot": self.boot,
             "level": self.level,

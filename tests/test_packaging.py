@@ -5,6 +5,8 @@ python-daemon (whose import name is ``daemon``) without either overwriting the o
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -82,3 +84,61 @@ def test_the_wheel_installs_beside_python_daemon(wheel: Path, tmp_path: Path) ->
     version = subprocess.run([str(env / "bin" / "failsoft"), "--version"], capture_output=True, text=True,
                              check=True, timeout=60)
     assert version.stdout.startswith("failsoft ")
+
+
+def test_the_client_installs_without_the_daemons_dependencies(wheel: Path, tmp_path: Path) -> None:
+    """``pip install failsoft`` (no extra) is the app's client: aiohttp and nothing of the daemon's (no asyncpg,
+    redis, structlog, YAML, OpenTelemetry); both clients import; ``failsoft status`` works against nothing (exit 3,
+    unreachable) and ``failsoft run`` exits 2 naming the ``daemon`` extra instead of a traceback."""
+    env = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env)
+    python = str(env / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
+                   check=True, timeout=600, capture_output=True)
+    listed = subprocess.run([python, "-m", "pip", "list", "--format=json"], capture_output=True, text=True,
+                            check=True, timeout=60).stdout
+    installed = {p["name"].lower() for p in json.loads(listed)}
+    assert "aiohttp" in installed
+    assert installed.isdisjoint({"asyncpg", "redis", "structlog", "pyyaml", "orjson", "opentelemetry-sdk",
+                                 "prometheus-client"}), installed
+    loaded = _loaded_after(python, "from failsoft.client import ServiceLevelClient", tmp_path)
+    assert "failsoft.client" in loaded and _heavy(loaded) == []
+    cli = str(env / "bin" / "failsoft")
+    status = subprocess.run([cli, "status", "--url", "http://127.0.0.1:9"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert status.returncode == 3, status.stderr
+    run = subprocess.run([cli, "run", "--config", str(tmp_path / "none.yaml")], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert run.returncode == 2
+    assert "pip install 'failsoft[daemon]'" in run.stderr and "Traceback" not in run.stderr
+
+
+def _docker_context(dest: Path) -> Path:
+    """What ``docker build`` sees: the paths .dockerignore admits, copied without .git (links kept as links)."""
+    dest.mkdir(parents=True)
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    for name in (line[1:].rstrip("/") for line in lines if line.startswith("!")):
+        src = ROOT / name
+        if src.is_dir() and not src.is_symlink():
+            shutil.copytree(src, dest / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name, follow_symlinks=False)
+    return dest
+
+
+@pytest.mark.parametrize(("pretend", "expected"), [("1.2.3", "1.2.3"), (None, "0.0.0")])
+def test_a_tree_without_git_builds_with_the_version_it_is_given(
+    tmp_path: Path, pretend: str | None, expected: str
+) -> None:
+    """The Docker build context has no .git: with the version the release passes (the Dockerfile's
+    FAILSOFT_VERSION becomes SETUPTOOLS_SCM_PRETEND_VERSION_FOR_FAILSOFT) the wheel carries it; without it the
+    build still works and says 0.0.0, never a made-up release."""
+    context = _docker_context(tmp_path / "context")
+    assert not (context / ".git").exists()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SETUPTOOLS_SCM")}
+    if pretend is not None:
+        env["SETUPTOOLS_SCM_PRETEND_VERSION_FOR_FAILSOFT"] = pretend
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(context)],
+                   check=True, timeout=300, capture_output=True, env=env, cwd=tmp_path)
+    assert [w.name for w in out.glob("*.whl")] == [f"failsoft-{expected}-py3-none-any.whl"]
