@@ -26,6 +26,8 @@ from failsoft.probes import KINDS
 from failsoft.probes.options import Duration, Fraction
 
 DEFAULT_PATH = "failsoft.yaml"
+# A longer grace would hide a dependency that never comes up behind a level that says all is well.
+MAX_STARTUP_GRACE = 600.0
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -70,6 +72,8 @@ class ProbeSettings:
     down_interval: Backoff = field(default_factory=Backoff)
     slow_threshold: Duration = 0.25
     passive: PassiveSettings = field(default_factory=PassiveSettings)
+    # Before its first answer, a dependency's failures leave the level alone for this long (policies/grace.py).
+    startup_grace: Duration = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +270,8 @@ def _check_settings(r: Reader, s: ProbeSettings, path: str, keys: set[str] | Non
     for key in ("unhealthy_threshold", "healthy_threshold"):
         if bad(key) and getattr(s, key) < 1:
             r.error(join(path, key), "must be at least 1")
+    if bad("startup_grace") and s.startup_grace > MAX_STARTUP_GRACE:
+        r.error(join(path, "startup_grace"), f"must be at most {MAX_STARTUP_GRACE / 60:g}m (0 turns it off)")
     b = s.down_interval
     if bad("down_interval") and (b.initial <= 0 or b.max < b.initial):
         r.error(join(path, "down_interval"), "needs 0 < initial <= max")

@@ -19,6 +19,7 @@ import structlog
 from failsoft.daemon.clock import Clock, iso
 from failsoft.daemon.config import Config
 from failsoft.policies.failover import FailoverMachine
+from failsoft.policies.grace import StartupGrace
 from failsoft.policies.machine import LevelMachine
 from failsoft.policies.model import BreakerState, DependencyStatus, DepState
 from failsoft.policies.rules import Evaluation, evaluate
@@ -78,6 +79,7 @@ class Snapshot:
     valid_until: datetime
     levels: tuple[str, ...] = ()
     ready: bool = False
+    starting: frozenset[str] = frozenset()  # dependencies within their startup grace (see policies/grace.py)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON body, field order as in the contract."""
@@ -93,15 +95,16 @@ class Snapshot:
             "capabilities": list(self.capabilities) if self.capabilities is not None else None,
             "active_llm": self.active_llm,
             "override": self.override.to_dict() if self.override else None,
-            "dependencies": {name: dependency_dict(d) for name, d in self.dependencies.items()},
+            "dependencies": {name: dependency_dict(d, name in self.starting) for name, d in self.dependencies.items()},
             "updated_at": iso(self.updated_at),
             "valid_until": iso(self.valid_until),
             "levels": list(self.levels),
+            "starting": bool(self.starting),
         }
 
 
-def dependency_dict(d: DependencyStatus) -> dict[str, Any]:
-    """A dependency's entry in the State."""
+def dependency_dict(d: DependencyStatus, starting: bool = False) -> dict[str, Any]:
+    """A dependency's entry in the State; ``starting`` (only while true) marks it within its startup grace."""
     out: dict[str, Any] = {
         "kind": d.kind,
         "state": str(d.state),
@@ -114,6 +117,8 @@ def dependency_dict(d: DependencyStatus) -> dict[str, Any]:
         "retry_at": iso(d.retry_at),
     }
     out.update(d.details)
+    if starting:
+        out["starting"] = True
     return out
 
 
@@ -136,7 +141,10 @@ class ServiceState:
         self.machine = LevelMachine(policy.recover_after)
         self.failover = FailoverMachine(config.llm_failover, policy.recover_after)
         self.override: Override | None = None
+        self._starting: frozenset[str] = frozenset()  # as of the last evaluation, to log the end of a grace
         self.ready = not self.deps  # with nothing to probe, the best level is known at once
+        self.grace = StartupGrace(clock.monotonic(), {n: d.settings.startup_grace
+                                                      for n, d in config.dependencies.items()})
 
     # -- inputs ------------------------------------------------------------------------------------------
 
@@ -144,6 +152,7 @@ class ServiceState:
         """A dependency was probed."""
         prev = self.deps[status.name]
         self.deps[status.name] = status
+        self.grace = self.grace.step(status)
         events: list[Event] = []
         if self.ready and (prev.state, prev.breaker, prev.reason) != (status.state, status.breaker, status.reason):
             events.append(self._event("dependency_changed", {
@@ -181,7 +190,7 @@ class ServiceState:
     def deadline(self) -> float | None:
         """The monotonic time at which ``tick`` may change something, or None."""
         times = [self.machine.deadline(), self.failover.deadline(),
-                 self.override.until_mono if self.override else None]
+                 self.override.until_mono if self.override else None, self.grace.deadline(self.clock.monotonic())]
         pending = [t for t in times if t is not None]
         return min(pending) if pending else None
 
@@ -192,7 +201,13 @@ class ServiceState:
             return []
         now = self.clock.monotonic()
         policy = self.config.policy
-        self.evaluation = evaluate(policy, self.deps)
+        starting = self.grace.starting(now)
+        for name in self._starting - starting:  # a grace ended, or the dependency answered
+            if name not in self.grace.answered:
+                log.warning("startup_grace_ended", dependency=name, state=str(self.deps[name].state),
+                            reason=self.deps[name].reason, grace_s=self.grace.grace[name])
+        self._starting = starting
+        self.evaluation = evaluate(policy, self.grace.view(self.deps, now))
         self.machine = self.machine.step(policy.severity(self.evaluation.level), now)
         events = []
         previous_llm = self.failover.active
@@ -235,6 +250,9 @@ class ServiceState:
             return None
         if self.level not in (ev.level, UNKNOWN):
             return f"recovering: {ev.level} once it holds for {self.config.policy.recover_after:g}s ({ev.reason})"
+        waiting = sorted(n for n in self._starting if self.deps[n].state not in (DepState.HEALTHY, DepState.DEGRADED))
+        if waiting:  # the policy sees these as healthy for now: say so
+            return f"{ev.reason}; starting: waiting for {', '.join(waiting)} to answer (startup_grace)"
         return ev.reason
 
     def _event(self, type_: str, fields: dict[str, Any]) -> Event:
@@ -264,6 +282,7 @@ class ServiceState:
             valid_until=now + timedelta(seconds=self.validity),
             levels=policy.levels,
             ready=self.ready,
+            starting=self.grace.starting(self.clock.monotonic()),
         )
 
 

@@ -24,6 +24,7 @@ from failsoft.policies.model import BreakerState, DependencyStatus, DepState
 CONFIG = """
 service: api-test
 http: {listen: "127.0.0.1:0"}
+defaults: {startup_grace: 0s}  # first probes are judged at once here; test_grace.py covers the grace
 dependencies:
   db: {kind: tcp, address: "127.0.0.1:1"}
   cache: {kind: tcp, address: "127.0.0.1:2"}

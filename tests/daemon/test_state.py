@@ -21,6 +21,7 @@ from failsoft.policies.model import BreakerState, DependencyStatus, DepState
 CONFIG = """
 service: checkout-api
 http: {listen: "127.0.0.1:0"}
+defaults: {startup_grace: 0s}  # these tests judge first probes at once; test_grace.py covers the grace
 dependencies:
   db: {kind: tcp, address: "127.0.0.1:1"}
   cache: {kind: tcp, address: "127.0.0.1:2"}

@@ -129,7 +129,8 @@ def test_unreachable_dependencies_at_start_up_do_not_stop_the_daemon(run_daemon,
     ``failsoft status`` prints the level and the table and exits 1 (not full)."""
     dsn = f"postgresql://failsoft:never-used-secret@127.0.0.1:{free_port()}/postgres"
     SECRETS.add("never-used-secret")
-    d = run_daemon(config(dsn, redis_server.url))
+    # No startup grace: this is about a dependency that is judged down from its first probe (test_startup_grace.py).
+    d = run_daemon(config(dsn, redis_server.url, "defaults: {startup_grace: 0s}"))
     state = d.state()
     db = dep(state, "db")
     assert (db["state"], db["breaker"], db["reason"]) == ("down", "open", "connection_refused")

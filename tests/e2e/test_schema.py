@@ -86,7 +86,7 @@ service: {service}
 http: {{listen: "127.0.0.1:0", admin_token: "{TOKEN}"}}
 publish: {{redis: "{redis_server.url}", prefix: "schema", heartbeat: 300ms}}
 defaults: {{interval: 100ms, fast_interval: 50ms, timeout: 500ms, jitter: 0, unhealthy_threshold: 1,
-            healthy_threshold: 1, down_interval: {{initial: 100ms, max: 200ms}}}}
+            healthy_threshold: 1, down_interval: {{initial: 100ms, max: 200ms}}, startup_grace: 0s}}
 dependencies:
   db: {{kind: tcp, address: "127.0.0.1:{db_port}"}}
   openai: {json.dumps(deps["openai"])}
