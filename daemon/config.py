@@ -384,6 +384,7 @@ def _policy(
     if "capabilities" in body:
         caps = r.mapping(body["capabilities"], "policy.capabilities", list(levels))
         capabilities = {lv: r.value(tuple[str, ...], v, f"policy.capabilities.{lv}") or () for lv, v in caps.items()}
+    notes.extend(_inherited_capabilities(levels, capabilities or {}))
     if builtin:
         notes.append("policy: the built-in default policy (policies/default.yaml) is used")
     referenced = {n for rule in rules for c in rule.when for n in c.dependencies}
@@ -392,6 +393,24 @@ def _policy(
         notes.append(f"policy: no rule mentions {', '.join(unused)}; they are probed and published only")
     policy = Policy(levels=levels, rules=tuple(rules), recover_after=recover_after or 0.0, capabilities=capabilities)
     return policy, notes
+
+
+def _inherited_capabilities(levels: tuple[str, ...], capabilities: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """check-config says what each level without its own capabilities list gets (see Policy.capabilities_for)."""
+    if not capabilities:  # the policy says nothing about capabilities: nothing to note
+        return []
+    policy = Policy(levels=levels, capabilities=capabilities)
+    notes = []
+    for level in levels:
+        if level in capabilities:
+            continue
+        source = policy.capabilities_source(level)
+        if source is None:
+            notes.append(f"policy.capabilities: {level} has no list and no better level has one: it allows nothing")
+        else:
+            notes.append(f"policy.capabilities: {level} has no list: it inherits {source}'s "
+                         f"[{', '.join(capabilities[source])}]")
+    return notes
 
 
 def _rule(

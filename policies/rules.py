@@ -78,10 +78,23 @@ class Policy:
         return next((r.message for r in self.rules if r.level == level and r.message), None)
 
     def capabilities_for(self, level: str) -> tuple[str, ...] | None:
-        """What the app may do at ``level``; None when the policy does not say."""
+        """What the app may do at ``level``; None when the policy does not say.
+
+        A level without its own list inherits the nearest better level's (a level added between two others keeps
+        what the better one allows, instead of silently allowing nothing); a level with no list at or above it
+        allows nothing.
+        """
         if self.capabilities is None:
             return None
-        return self.capabilities.get(level, ())
+        source = self.capabilities_source(level)
+        return self.capabilities[source] if source is not None else ()
+
+    def capabilities_source(self, level: str) -> str | None:
+        """The level whose list ``level`` uses: itself, the nearest better level with a list, or None."""
+        if self.capabilities is None or level not in self.levels:
+            return None
+        return next((lv for lv in reversed(self.levels[: self.levels.index(level) + 1]) if lv in self.capabilities),
+                    None)
 
 
 @dataclass(frozen=True, slots=True)

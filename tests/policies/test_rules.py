@@ -143,5 +143,5 @@ def test_severity_message_and_capabilities() -> None:
     assert policy.message_for("cache_only") == "Showing saved data"  # the first rule that sets the level
     assert policy.message_for("full") is None
     assert policy.capabilities_for("full") == ("chat", "write")
-    assert policy.capabilities_for("limited") == ()  # listed capabilities, but none for this level
+    assert policy.capabilities_for("limited") == ("chat", "write")  # no list of its own: full's (test_capabilities)
     assert Policy().capabilities_for("full") is None  # the policy does not talk about capabilities
