@@ -83,3 +83,11 @@ def test_the_readme_example_policy_and_its_level_table_agree() -> None:
             assert caps == policy.capabilities_for(better), level
         else:
             assert listed is not None and tuple(listed) == caps, (level, listed, caps)
+
+
+def test_a_policy_without_capabilities_gets_no_capability_notes() -> None:
+    """No ``capabilities`` at all: nothing is inherited and check-config says nothing about capabilities."""
+    config = parse_config('dependencies: {db: {kind: tcp, address: "127.0.0.1:1"}}\n'
+                          "policy: {rules: [{level: cache_only, when: {any_down: [db]}}]}", {})
+    assert not [n for n in config.notes if n.startswith("policy.capabilities")]
+    assert config.policy.capabilities_for("degraded") is None
