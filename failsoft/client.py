@@ -5,13 +5,19 @@ app's hot path. A background task follows ``GET /service-level/events``; after e
 (events do not carry capabilities), and it refreshes the State before its ``valid_until`` runs out. When the
 daemon cannot be reached, or the State it holds is past ``valid_until``, the client reports the fallback level and
 capabilities instead of stale data, reconnects with capped exponential backoff, and resynchronises from a fresh
-``snapshot``. It needs only aiohttp and the standard library::
+``snapshot``. It needs only aiohttp and the standard library (and redis-py for the Redis source)::
 
     async with ServiceLevelClient("http://127.0.0.1:8765", fallback_level="cache_only") as levels:
         if levels.allows("chat"):
             ...
         async for change in levels.changes():
             print(change.previous, "->", change.level)
+
+What to report when the daemon cannot be trusted is the app's choice (``failure_mode``): ``fail_safe`` (the
+default) reports the fallback at once; ``fail_open`` keeps the last level the daemon published for up to
+``fail_open_max`` seconds past its ``valid_until`` (a crash-looping sidecar then does not pause the app), then
+falls back. ``SyncServiceLevelClient`` (failsoft.sync_client) is the same for WSGI apps; a ``redis://`` URL with
+``service=`` reads the daemon's Redis publication instead of its HTTP port (see docs/client.md).
 """
 
 from __future__ import annotations
@@ -22,20 +28,26 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from failsoft.redis_source import RedisSource
 from failsoft.reporting import Reporter
+
+if TYPE_CHECKING:
+    from failsoft.sync_client import SyncServiceLevelClient  # noqa: F401 - re-exported, see __getattr__
 
 log = logging.getLogger("failsoft.client")
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 UNKNOWN = "unknown"
+FAIL_SAFE, FAIL_OPEN = "fail_safe", "fail_open"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 CHANGES_BUFFER = 1000  # changes an ``async for`` consumer may fall behind before the oldest are dropped
 _REFRESH_AT = 2 / 3  # refresh the State when this much of its validity has passed
 _MIN_REFRESH = 0.2
@@ -46,8 +58,9 @@ class Change:
     """One thing the app may react to, with the level the client reports after it.
 
     ``type`` is the daemon's event type (``level_changed``, ``dependency_changed``, ``llm_failover``,
-    ``override_set``, ``override_cleared``), ``snapshot`` (a fresh State after connecting), or ``unreachable``
-    (the connection was lost: the fallback is reported until the next snapshot). ``event`` is the daemon's event,
+    ``override_set``, ``override_cleared``), ``snapshot`` (a fresh State after connecting), ``resync`` (Redis
+    source: a fresh State after a gap), or ``unreachable`` (the connection was lost: the fallback, or with
+    ``fail_open`` the last level, is reported until the next snapshot). ``event`` is the daemon's event,
     the State for a snapshot, or ``{"at", "reason"}`` for unreachable.
     """
 
@@ -127,7 +140,23 @@ class ServiceLevelClient:
         backoff_max: float = 10.0,
         session: aiohttp.ClientSession | None = None,
         wall_clock: Callable[[], float] = time.time,
+        failure_mode: str = FAIL_SAFE,
+        fail_open_max: float = 300.0,
+        service: str | None = None,
+        prefix: str = "failsoft",
     ) -> None:
+        if failure_mode not in (FAIL_SAFE, FAIL_OPEN):
+            raise ValueError(f"failure_mode must be {FAIL_SAFE!r} or {FAIL_OPEN!r}, got {failure_mode!r}")
+        if fail_open_max < 0:
+            raise ValueError("fail_open_max must be 0 or more seconds")
+        self.failure_mode = failure_mode
+        self.fail_open_max = fail_open_max  # fail_open: how long past valid_until the last level is still reported
+        # The Redis source: the daemon's `publish.redis` key and channel, for apps that cannot reach its port.
+        self._redis: RedisSource | None = None
+        if url.startswith(REDIS_SCHEMES):
+            if not service:
+                raise ValueError("a redis:// URL needs service= (the daemon's `service`, part of its key names)")
+            self._redis = RedisSource(url, f"{prefix}:{service}")
         self.url = url.rstrip("/")
         self.fallback_level = fallback_level
         self.fallback_capabilities = tuple(fallback_capabilities)
@@ -169,18 +198,33 @@ class ServiceLevelClient:
     @property
     def level(self) -> str:
         """The service level, or the fallback level when the daemon is unreachable or its State too old."""
-        view = self._view
-        if view is None or not self.fresh or view[0] == UNKNOWN:
-            return self.fallback_level
-        return view[0]
+        view = self._reported()
+        return view[0] if view is not None else self.fallback_level
 
     @property
     def capabilities(self) -> tuple[str, ...]:
         """What the app may do now (the policy's list for the level), or the fallback capabilities."""
+        view = self._reported()
+        return view[1] if view is not None else self.fallback_capabilities
+
+    @property
+    def serving(self) -> str:
+        """``live`` (a fresh State), ``stale`` (fail_open: the last level, the daemon unreachable) or ``fallback``."""
+        if self._reported() is None:
+            return "fallback"
+        return "live" if self.fresh else "stale"
+
+    def _reported(self) -> tuple[str, tuple[str, ...]] | None:
+        """The (level, capabilities) to report, or None for the fallback."""
         view = self._view
-        if view is None or not self.fresh or view[0] == UNKNOWN:
-            return self.fallback_capabilities
-        return view[1]
+        if view is None or view[0] == UNKNOWN:
+            return None
+        if self.fresh:
+            return view
+        held = self._held
+        if self.failure_mode == FAIL_OPEN and held is not None and self._wall() < held.valid_until + self.fail_open_max:
+            return view  # fail_open: the daemon's last word, for a bounded time
+        return None
 
     def allows(self, capability: str) -> bool:
         """Whether ``capability`` (e.g. ``"chat"``) is allowed now."""
@@ -223,7 +267,7 @@ class ServiceLevelClient:
         """Start following the daemon in the background (returns at once; see ``wait_ready``)."""
         if self._task is not None:
             return
-        if self._session is None:
+        if self._session is None and self._redis is None:
             self._session = aiohttp.ClientSession()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="failsoft-client")
 
@@ -291,22 +335,53 @@ class ServiceLevelClient:
 
     async def _follow(self) -> None:
         """One connection: read the stream while refreshing the State; returns or raises when it ends."""
+        if self._redis is not None:
+            async with self._redis.connect(self.timeout) as events:
+                await self._dispatch("snapshot", await self._redis.state())
+                await self._until_first_ends(self._read_redis(events), self._refresh())
+            return
         assert self._session is not None
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.idle_timeout)
         async with self._session.get(self.url + "/service-level/events", timeout=timeout,
                                      headers={"Accept": "text/event-stream"}) as resp:
             if resp.status != 200 or not resp.content_type.startswith("text/event-stream"):
                 raise DaemonUnavailable(f"GET /service-level/events answered {resp.status} {resp.content_type}")
-            reader = asyncio.ensure_future(self._read(resp))
-            refresher = asyncio.ensure_future(self._refresh())
-            try:
-                done, _ = await asyncio.wait({reader, refresher}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (reader, refresher):
-                    task.cancel()
-                await asyncio.gather(reader, refresher, return_exceptions=True)
-            for task in done:
-                task.result()  # the failure that ended this connection, if any
+            await self._until_first_ends(self._read(resp), self._refresh())
+
+    @staticmethod
+    async def _until_first_ends(*coros: Any) -> None:
+        """Run the reader and the refresher together; when one ends, stop the other and raise what ended it."""
+        tasks = [asyncio.ensure_future(c) for c in coros]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()  # the failure that ended this connection, if any
+
+    async def _read_redis(self, events: AsyncIterator[bytes]) -> None:
+        """Events from the Redis channel, with the gap rules of a reader that cannot ask for a replay.
+
+        ``seq`` counts per ``boot``: an event from another boot, or one that skips a seq, means something was
+        missed, so the State is read again from the key (a ``resync``); a ``resync`` event carries the State.
+        """
+        async for data in events:
+            body = json.loads(data)
+            if not isinstance(body, dict):
+                raise DaemonUnavailable("a Redis event that is not a JSON object")
+            boot, seq, last = str(body.get("boot")), body.get("seq"), self._last_event
+            if body.get("type") == "resync" and isinstance(body.get("state"), dict):
+                await self._dispatch("resync", json.dumps(body["state"]).encode())
+            elif isinstance(seq, int) and last is not None and (boot != last[0] or seq > last[1] + 1):
+                await self._dispatch("resync", await self._redis_state())
+            else:
+                await self._dispatch(str(body.get("type")), data)
+
+    async def _redis_state(self) -> bytes:
+        assert self._redis is not None
+        return await self._redis.state()
 
     async def _read(self, resp: aiohttp.ClientResponse) -> None:
         """Parse Server-Sent Events (``event``/``data`` lines, comments, blank line = dispatch)."""
@@ -332,7 +407,7 @@ class ServiceLevelClient:
         body = json.loads(data)
         if not isinstance(body, dict):
             raise DaemonUnavailable(f"a {event_type} event that is not a JSON object")
-        if event_type == "snapshot":
+        if event_type in ("snapshot", "resync"):
             before = self.level
             self._hold(body, reset=True)
             self._view = (str(body.get("level")), tuple(body.get("capabilities") or ()))
@@ -340,7 +415,7 @@ class ServiceLevelClient:
             if isinstance(body.get("seq"), int):
                 self._last_event = (str(body.get("boot")), body["seq"])
             self._signal_progress()
-            self._emit(Change("snapshot", self.level, before, self.capabilities, body, self.state))
+            self._emit(Change(event_type, self.level, before, self.capabilities, body, self.state))
             return
         boot, seq = str(body.get("boot")), body.get("seq")
         last = self._last_event
@@ -375,6 +450,11 @@ class ServiceLevelClient:
                 self._hold(state)
 
     async def _fetch_state(self) -> dict[str, Any]:
+        if self._redis is not None:
+            body = json.loads(await self._redis.state())
+            if not isinstance(body, dict) or "seq" not in body:
+                raise DaemonUnavailable("the Redis state key does not hold a State")
+            return body
         assert self._session is not None
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with self._session.get(self.url + "/service-level", timeout=timeout) as resp:
@@ -448,8 +528,20 @@ def format_change(change: Change) -> str:
         "override_set": lambda: f"{e.get('level')} until {e.get('until')}",
         "override_cleared": lambda: str(e.get("level")),
         "snapshot": lambda: f"level={e.get('level')}",
+        "resync": lambda: f"level={e.get('level')}",
         "unreachable": lambda: f"reporting {change.level} until the daemon answers",
     }.get(change.type, lambda: "")()
     line = f"{head} {change.type} {what}".rstrip()
     return f"{line} ({e['reason']})" if e.get("reason") else line
 
+
+
+
+def __getattr__(name: str) -> Any:
+    """``from failsoft.client import SyncServiceLevelClient``: the synchronous client lives in its own module (which
+    imports this one), loaded on first use."""
+    if name == "SyncServiceLevelClient":
+        from failsoft.sync_client import SyncServiceLevelClient
+
+        return SyncServiceLevelClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -101,7 +101,7 @@ def test_the_client_installs_without_the_daemons_dependencies(wheel: Path, tmp_p
     assert "aiohttp" in installed
     assert installed.isdisjoint({"asyncpg", "redis", "structlog", "pyyaml", "orjson", "opentelemetry-sdk",
                                  "prometheus-client"}), installed
-    loaded = _loaded_after(python, "from failsoft.client import ServiceLevelClient", tmp_path)
+    loaded = _loaded_after(python, "from failsoft.client import ServiceLevelClient, SyncServiceLevelClient", tmp_path)
     assert "failsoft.client" in loaded and _heavy(loaded) == []
     cli = str(env / "bin" / "failsoft")
     status = subprocess.run([cli, "status", "--url", "http://127.0.0.1:9"], capture_output=True, text=True,
