@@ -11,6 +11,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from failsoft.daemon.deprecations import DEPRECATIONS, Deprecation, apply_deprecations
+from failsoft.daemon.lint import config_warnings
 from failsoft.daemon.redact import Redactor, url_password
 from failsoft.daemon.yamlread import Reader, StrictLoader, join, parse_listen, show, type_name
 from failsoft.policies.rules import DEFAULT_LEVELS, MATCHERS, Condition, Policy, Rule
@@ -197,9 +199,12 @@ def _build(r: Reader, data: Any, base_dir: Path) -> Config | None:
     defaults = r.dataclass(ProbeSettings, defaults_node, "defaults", ProbeSettings()) or ProbeSettings()
     _check_settings(r, defaults, "defaults", set(defaults_node))
     deps = _dependencies(r, top.get("dependencies"), defaults)
-    failover = _failover(r, top.get("llm_failover"), deps)
-    publish = _publish(r, top.get("publish"), deps)
-    policy, notes = _policy(r, top.get("policy"), deps, base_dir)
+    # Dependencies defined but invalid: their own errors are the root mistake; naming them elsewhere is no error.
+    raw_deps = top.get("dependencies")
+    broken = frozenset(map(str, raw_deps)) - deps.keys() if isinstance(raw_deps, dict) else frozenset()
+    failover = _failover(r, top.get("llm_failover"), deps, broken)
+    publish = _publish(r, top.get("publish"), deps, broken)
+    policy, notes = _policy(r, top.get("policy"), deps, base_dir, broken)
     if r.errors or service is None or http is None or log is None or policy is None:
         return None
     return Config(
@@ -212,6 +217,7 @@ def _build(r: Reader, data: Any, base_dir: Path) -> Config | None:
         policy=policy,
         secrets=tuple(sorted(r.secrets)),
         notes=tuple(notes),
+        warnings=tuple(config_warnings(deps)),
     )
 
 
@@ -291,12 +297,15 @@ def _check_passive(r: Reader, p: PassiveSettings, path: str) -> None:
         r.error(join(path, "window"), "must be at least 100ms")
 
 
-def _failover(r: Reader, node: Any, deps: Mapping[str, Dependency]) -> tuple[str, ...]:
+def _failover(r: Reader, node: Any, deps: Mapping[str, Dependency], broken: AbstractSet[str] = frozenset()
+              ) -> tuple[str, ...]:
     if node is None:
         return ()
     names = r.value(tuple[str, ...], node, "llm_failover") or ()
     for i, name in enumerate(names):
         dep = deps.get(name)
+        if dep is None and name in broken:
+            continue
         if dep is None:
             r.error(f"llm_failover[{i}]", f"unknown dependency {name!r} (expected one of: {', '.join(deps)})")
         elif dep.kind != "llm":
@@ -306,13 +315,16 @@ def _failover(r: Reader, node: Any, deps: Mapping[str, Dependency]) -> tuple[str
     return tuple(names)
 
 
-def _publish(r: Reader, node: Any, deps: Mapping[str, Dependency]) -> PublishSettings | None:
+def _publish(r: Reader, node: Any, deps: Mapping[str, Dependency], broken: AbstractSet[str] = frozenset()
+             ) -> PublishSettings | None:
     if node is None:
         return None
     body = r.mapping(node, "publish", ["redis", "prefix", "heartbeat"])
     target = r.value(str, body.get("redis"), "publish.redis") if "redis" in body else None
     if target is None:
         r.error("publish.redis", "is required: the name of a redis dependency or a redis:// URL")
+        return None
+    if target in broken:
         return None
     if target in deps:
         if deps[target].kind != "redis":
@@ -346,7 +358,7 @@ def default_policy_text() -> str:
 
 
 def _policy(
-    r: Reader, node: Any, deps: Mapping[str, Dependency], base_dir: Path
+    r: Reader, node: Any, deps: Mapping[str, Dependency], base_dir: Path, broken: AbstractSet[str] = frozenset()
 ) -> tuple[Policy | None, list[str]]:
     notes: list[str] = []
     builtin = node is None
@@ -377,7 +389,7 @@ def _policy(
         r.error("policy.rules", f"expected a list of rules, got {type_name(raw_rules)}")
         raw_rules = []
     for i, raw in enumerate(raw_rules):
-        rule = _rule(r, raw, f"policy.rules[{i}]", levels, deps, builtin=builtin)
+        rule = _rule(r, raw, f"policy.rules[{i}]", levels, deps, builtin=builtin, broken=broken)
         if rule is not None:
             rules.append(rule)
     capabilities = None
@@ -414,7 +426,8 @@ def _inherited_capabilities(levels: tuple[str, ...], capabilities: Mapping[str, 
 
 
 def _rule(
-    r: Reader, raw: Any, path: str, levels: tuple[str, ...], deps: Mapping[str, Dependency], *, builtin: bool
+    r: Reader, raw: Any, path: str, levels: tuple[str, ...], deps: Mapping[str, Dependency], *, builtin: bool,
+    broken: AbstractSet[str] = frozenset(),
 ) -> Rule | None:
     body = r.mapping(raw, path, ["level", "when", "message"])
     level = r.value(str, body.get("level"), f"{path}.level")
@@ -433,8 +446,8 @@ def _rule(
             if not names:
                 return None
         for j, name in enumerate(names):
-            if name not in deps:
-                known = ", ".join(deps) or "none defined"
+            if name not in deps and name not in broken:
+                known = ", ".join([*deps, *sorted(broken)]) or "none defined"
                 r.error(f"{path}.when.{matcher}[{j}]", f"unknown dependency {name!r} (expected one of: {known})")
         if not names:
             r.error(f"{path}.when.{matcher}", "must name at least one dependency")

@@ -156,6 +156,8 @@ class DependencyScheduler:
             return
         # A dependency already known to be down is logged at debug: a sidecar must not flood the pod's logs.
         quiet = self.breaker.status.breaker is BreakerState.OPEN and self.breaker.status.consecutive_failures > 1
+        # The first probe's result is logged once by the state owner (dependency_first_state).
+        quiet = quiet or self.breaker.status.probes == 1
         (log.debug if quiet else log.info)(
             "probe_failed", dependency=self.name, kind=self.breaker.status.kind, reason=outcome.reason,
             error=outcome.error, latency_ms=round(latency * 1000, 2),

@@ -153,6 +153,8 @@ class ServiceState:
         prev = self.deps[status.name]
         self.deps[status.name] = status
         self.grace = self.grace.step(status)
+        if prev.probes == 0 and status.probes > 0:
+            _log_first_state(status)
         events: list[Event] = []
         if self.ready and (prev.state, prev.breaker, prev.reason) != (status.state, status.breaker, status.reason):
             events.append(self._event("dependency_changed", {
@@ -223,7 +225,10 @@ class ServiceState:
                 "capabilities": _list_or_none(policy.capabilities_for(level)),
                 "dependencies": {n: str(d.state) for n, d in self.deps.items()}, "active_llm": self.failover.active,
             }))
-            log.info("level_changed", service_level=level, previous=previous, reason=self.reason())
+            # A move to a worse level (or a first level below the best) is what an operator must see.
+            worse = policy.severity(level) > (policy.severity(previous) if previous in policy.levels else 0)
+            (log.warning if worse else log.info)("level_changed", service_level=level, previous=previous,
+                                                 reason=self.reason())
         return events
 
     def _failover_event(self, previous: str | None) -> Event:
@@ -299,9 +304,17 @@ def _log_dependency(prev: DependencyStatus, new: DependencyStatus) -> None:
                 BreakerState.CLOSED: "breaker_closed"}[new.breaker]
         log.info(name, dependency=new.name, kind=new.kind, previous=str(prev.breaker), state=str(new.state),
                  reason=new.reason, consecutive_failures=new.consecutive_failures)
+    if (new.state, new.reason) == (prev.state, prev.reason):
+        return  # only the breaker moved (the line above says so): not a change of state
     # Warn once when it goes down; a half-open re-probe of a dependency already down is not news.
     level = "warning" if new.state is DepState.DOWN and prev.state is not DepState.DOWN else "info"
     getattr(log, level)("dependency_changed", **fields)
+
+
+def _log_first_state(d: DependencyStatus) -> None:
+    """One line per dependency at start: what its first probe found."""
+    log.info("dependency_first_state", dependency=d.name, kind=d.kind, state=str(d.state), breaker=str(d.breaker),
+             reason=d.reason, last_error=d.last_error, latency_ms=d.latency_ms)
 
 
 # -- the owner task --------------------------------------------------------------------------------------

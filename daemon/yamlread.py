@@ -111,7 +111,11 @@ class Reader:
                 return self.env[name]
             if default is not None:
                 return default
-            self.error(path, f"environment variable {name} is not set (set it, or write ${{{name}:-default}})")
+            if _holds_secret(path, name):  # never invite a secret's value into the file as a default
+                self.error(path, f"environment variable {name} is not set (set it in the daemon's environment, "
+                                 "e.g. from a Kubernetes Secret; a secret has no default in the file)")
+            else:
+                self.error(path, f"environment variable {name} is not set (set it, or write ${{{name}:-default}})")
             return ""
 
         return _ENV_RE.sub(sub, text)
@@ -233,6 +237,17 @@ class Reader:
             return cls(**values)
         except TypeError:
             return None  # a required field was missing or invalid; already reported
+
+
+# Fields that carry credentials (DSNs and URLs may hold a password), and variable names that say they hold one.
+_SECRET_FIELDS = frozenset({"api_key", "admin_token", "report_token", "token", "password", "dsn", "url"})
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|DSN|DATABASE_URL|REDIS_URL", re.I)
+
+
+def _holds_secret(path: str, variable: str) -> bool:
+    """Whether ``${variable}`` at ``path`` is (or may be) a secret."""
+    parts = re.sub(r"\[\d+\]", "", path).split(".")
+    return parts[-1] in _SECRET_FIELDS or "headers" in parts[:-1] or bool(_SECRET_NAME.search(variable))
 
 
 def optional(hint: Any) -> bool:

@@ -514,6 +514,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _dependency_change(e: Mapping[str, Any]) -> str:
+    """``db healthy -> down (breaker open)``, or ``db still down, breaker half_open`` when only the breaker moved."""
+    if e.get("state") == e.get("previous"):
+        return f"{e.get('dependency')} still {e.get('state')}, breaker {e.get('breaker')}"
+    return f"{e.get('dependency')} {e.get('previous')} -> {e.get('state')} (breaker {e.get('breaker')})"
+
+
 def format_change(change: Change) -> str:
     """One line for ``failsoft watch``: ``<at> seq=<n> <type> <what changed> (<reason>)``."""
     e = change.event
@@ -522,8 +529,7 @@ def format_change(change: Change) -> str:
         head += f" seq={change.seq}"
     what = {
         "level_changed": lambda: f"{e.get('previous')} -> {e.get('level')}",
-        "dependency_changed": lambda: f"{e.get('dependency')} {e.get('previous')} -> {e.get('state')} "
-                                      f"(breaker {e.get('breaker')})",
+        "dependency_changed": lambda: _dependency_change(e),
         "llm_failover": lambda: f"{e.get('previous')} -> {e.get('active_llm')}",
         "override_set": lambda: f"{e.get('level')} until {e.get('until')}",
         "override_cleared": lambda: str(e.get("level")),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import re
 import socket
 import ssl
@@ -91,9 +92,26 @@ def exception_reason(exc: BaseException) -> tuple[str, bool]:
 
 
 def error_text(exc: BaseException) -> str:
-    """``ConnectionRefusedError: [Errno 111] Connect call failed`` -- the caller redacts it."""
-    text = str(exc).strip() or repr(exc)
+    """``ConnectionRefusedError: [Errno 111] Connect call failed`` -- the caller redacts it.
+
+    Library noise is left out: a connector error (aiohttp's ``Cannot connect to host h:p ssl:default [...]``)
+    becomes ``cannot connect to h:p: Connection refused``; an ``ssl:`` setting echoed in a message is dropped (it
+    says ``default`` even for plain HTTP); an exception without text says what it is (``timed out``).
+    """
+    os_error = getattr(exc, "os_error", None)
+    host, port = getattr(exc, "host", None), getattr(exc, "port", None)
+    if isinstance(os_error, OSError) and isinstance(host, str):
+        why = os.strerror(os_error.errno) if os_error.errno else _SSL_NOISE.sub("", str(os_error)).strip()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return f"cannot connect to {where}: {why or type(os_error).__name__}"[:500]
+    text = _SSL_NOISE.sub("", str(exc)).strip()
+    if not text:
+        text = "timed out" if isinstance(exc, TimeoutError) else repr(exc)
     return f"{type(exc).__name__}: {text}"[:500]
+
+
+# aiohttp puts its connector's TLS setting into messages: ``ssl:default`` (also for http://), ``ssl:<SSLContext ...>``.
+_SSL_NOISE = re.compile(r" ssl:(?:default|True|False|None|<[^>]*>)")
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:

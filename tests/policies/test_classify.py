@@ -140,10 +140,11 @@ async def test_real_aiohttp_connection_errors_are_classified() -> None:
 
 
 def test_error_text_names_the_type_and_is_bounded() -> None:
-    """The human text starts with the exception type, falls back to repr, and is cut at 500 characters."""
+    """The human text starts with the exception type, says ``timed out`` for a bare timeout, and is cut at 500
+    characters."""
     assert error_text(ConnectionRefusedError(111, "Connect call failed")) == (
         "ConnectionRefusedError: [Errno 111] Connect call failed")
-    assert error_text(TimeoutError()) == "TimeoutError: TimeoutError()"
+    assert error_text(TimeoutError()) == "TimeoutError: timed out"
     assert len(error_text(ValueError("x" * 2000))) == 500
 
 
@@ -221,3 +222,22 @@ def test_429_carries_the_retry_after() -> None:
     dated = http_status(429, CIMultiDict({"Retry-After": formatdate(NOW + 45, usegmt=True)}), NOW, TWO_XX)
     assert dated.retry_after == pytest.approx(45.0)
     assert http_status(429, CIMultiDict(), NOW, TWO_XX).retry_after is None
+
+
+async def test_error_text_of_a_real_connect_failure_has_no_library_noise() -> None:
+    """aiohttp's connector error for plain HTTP to a closed port reads ``cannot connect to 127.0.0.1:<port>:
+    Connection refused``: no ``ssl:default``, no repeated address tuple, no class name of the library."""
+    import aiohttp
+
+    from failsoft.devtools.localservers import free_port
+
+    port = free_port()
+    async with aiohttp.ClientSession() as session:
+        try:
+            await session.get(f"http://127.0.0.1:{port}/health")
+        except aiohttp.ClientConnectorError as exc:
+            text = error_text(exc)
+        else:
+            raise AssertionError("a closed port answered")
+    assert text == f"cannot connect to 127.0.0.1:{port}: Connection refused"
+    assert "ssl" not in error_text(ValueError("Cannot connect to host h:1 ssl:default [x]"))
