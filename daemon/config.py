@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from failsoft.daemon.deprecations import DEPRECATIONS, Deprecation, apply_deprecations
+from failsoft.daemon.envoverride import apply_env_overrides
 from failsoft.daemon.lint import config_warnings
 from failsoft.daemon.redact import Redactor, url_password
 from failsoft.daemon.yamlread import Reader, StrictLoader, join, parse_listen, show, type_name
@@ -175,7 +176,8 @@ def parse_config(
         data = {}
     reader = Reader(os.environ if env is None else env)
     warnings, clashes = apply_deprecations(data, deprecations)
-    for clash in clashes:
+    overridden, bad_env = apply_env_overrides(data, reader.env, TOP_KEYS)
+    for clash in [*clashes, *bad_env]:
         reader.error(*clash.split(": ", 1))
     config = _build(reader, data, base_dir or Path.cwd())
     if reader.errors or config is None:
@@ -183,7 +185,7 @@ def parse_config(
         # Redact the message, not the path: a path such as `dependencies.x.api_key:` looks like a credential.
         errors = [path + sep + redact(msg) for path, sep, msg in (e.partition(": ") for e in reader.errors)]
         raise ConfigError(errors or ["the configuration is not usable"])
-    return dataclasses.replace(config, warnings=(*warnings, *config.warnings))
+    return dataclasses.replace(config, warnings=(*warnings, *config.warnings), notes=(*overridden, *config.notes))
 
 
 def _build(r: Reader, data: Any, base_dir: Path) -> Config | None:
