@@ -236,6 +236,8 @@ class ServiceLevelClient:
     def reporter(self) -> Reporter:
         """The background reporter of call outcomes to this daemon (made on first use); ``reporter.call(dep)`` and
         ``reporter.track(dep)`` time a call and report it."""
+        if self._redis is not None:  # reports go to the sidecar's port, which a Redis reader does not have
+            raise ValueError("a client reading Redis cannot send reports: use Reporter('http://<sidecar>:8765')")
         if self._reporter is None:
             self._reporter = Reporter(self.url)
         return self._reporter

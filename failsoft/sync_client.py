@@ -18,6 +18,7 @@ at import time is therefore fine; nothing runs until a worker reads it::
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -145,6 +146,12 @@ class SyncServiceLevelClient:
     def last_error(self) -> str | None:
         """Why the last connection ended, if one did."""
         return self._running().last_error
+
+    def report(self, dependency: str, ok: bool, **details: Any) -> None:
+        """Report one call outcome (``ServiceLevelClient.report``: batched in the background, never blocks)."""
+        client = self._running()
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(functools.partial(client.report, dependency, ok, **details))
 
     def on_change(self, callback: Callable[[Change], None]) -> Callable[[], None]:
         """Call ``callback(change)`` on every change, in the client's thread (keep it short, lock what it shares).

@@ -135,6 +135,8 @@ def test_failure_mode_is_checked() -> None:
         ServiceLevelClient("redis://127.0.0.1:6379/0")
     with pytest.raises(ValueError, match="failure_mode"):
         SyncServiceLevelClient(failure_mode="open")
+    with pytest.raises(ValueError, match="cannot send reports"):
+        ServiceLevelClient("redis://127.0.0.1:6379/0", service="s").report("db", False)
 
 
 def test_the_synchronous_client_follows_the_level_from_plain_threads(run_daemon: Any, db: Port) -> None:
@@ -155,6 +157,18 @@ def test_the_synchronous_client_follows_the_level_from_plain_threads(run_daemon:
         undo()
     assert not any(t.name == "failsoft-client" and t.is_alive() for t in threading.enumerate())
     assert client._client is None
+
+
+def test_the_synchronous_client_reports_call_outcomes(run_daemon: Any, db: Port) -> None:
+    """``report()`` from a plain thread reaches ``POST /report``: five reported timeouts open db's breaker
+    (``reported_timeout``) while its port still answers."""
+    d: DaemonProcess = run_daemon(config(db))
+    with SyncServiceLevelClient(d.url) as client:
+        assert client.wait_ready(10)
+        for _ in range(5):
+            client.report("db", False, reason="timeout", latency_ms=500)
+        state = d.wait_state(lambda s: s["dependencies"]["db"]["state"] == "down", 15, what="db down by reports")
+        assert state["dependencies"]["db"]["reason"] == "reported_timeout"
 
 
 def _read_in_child(client: SyncServiceLevelClient, out: Any) -> None:
