@@ -142,3 +142,26 @@ def test_a_tree_without_git_builds_with_the_version_it_is_given(
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(context)],
                    check=True, timeout=300, capture_output=True, env=env, cwd=tmp_path)
     assert [w.name for w in out.glob("*.whl")] == [f"failsoft-{expected}-py3-none-any.whl"]
+
+
+def test_make_release_writes_the_artefacts_and_their_checksums(tmp_path: Path) -> None:
+    """``.ci/release`` (what ``make release`` runs) writes the sdist, the wheel built from it, a CycloneDX SBOM of
+    the runtime environment (the wheel with its daemon extra: failsoft and asyncpg are components, pytest is not)
+    and SHA256SUMS that verify all three."""
+    out = tmp_path / "dist"
+    env = {**os.environ, "DIST": str(out), "VENV": str(Path(sys.executable).parent.parent)}
+    done = subprocess.run([str(ROOT / ".ci" / "release")], capture_output=True, text=True, timeout=600, env=env,
+                          check=False, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = sorted(p.name for p in out.iterdir())
+    version = next(n for n in names if n.endswith(".tar.gz"))[len("failsoft-"):-len(".tar.gz")]
+    assert names == sorted(["SHA256SUMS", f"failsoft-{version}.tar.gz", f"failsoft-{version}-py3-none-any.whl",
+                            f"failsoft-{version}.cdx.json"])
+    sums = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True, check=False)
+    assert sums.returncode == 0 and sums.stdout.count(": OK") == 3, sums.stdout
+    sbom = json.loads((out / f"failsoft-{version}.cdx.json").read_text())
+    assert sbom["bomFormat"] == "CycloneDX"
+    components = {c["name"].lower(): c.get("version") for c in sbom["components"]}
+    assert components.get("failsoft") == version
+    assert {"asyncpg", "aiohttp", "structlog"} <= set(components)
+    assert "pytest" not in components
