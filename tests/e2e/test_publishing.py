@@ -498,14 +498,15 @@ def test_killing_and_restarting_redis_loses_no_change_made_once_it_is_back(
 
 def test_sse_resumes_with_last_event_id_and_starts_fresh_without(run_daemon: Any, db_port: TcpPort) -> None:
     """Without Last-Event-ID: a snapshot, then events. With the last id seen: exactly the missed events.
-    With a bad or future id: a snapshot again."""
+    With a bad or future id, or a bare seq (no boot to tell which process it came from): a snapshot again."""
     d = run_daemon(daemon_config(db_port))
     d.wait_state(level_is("full"))
     first = SSEReader(d.url)
     try:
         wait_for(lambda: first.messages, 10, what="the snapshot")
         assert first.messages[0]["event"] == "snapshot"
-        assert first.messages[0]["id"] == str(first.messages[0]["data"]["seq"])
+        snap = first.messages[0]["data"]
+        assert first.messages[0]["id"] == f"{snap['boot']}-{snap['seq']}"
         db_port.close()
         d.wait_state(level_is("cache_only"))
         wait_for(lambda: first.events("level_changed"), 10, what="the change on the stream")
@@ -519,10 +520,11 @@ def test_sse_resumes_with_last_event_id_and_starts_fresh_without(run_daemon: Any
         wait_for(lambda: resumed.messages and resumed.messages[-1]["data"]["seq"] == missed["seq"], 10,
                  what="the replay")
         assert [m["event"] for m in resumed.messages] == ["dependency_changed", "level_changed"]
-        assert [int(m["id"]) for m in resumed.messages] == [int(last_id) + 1, int(last_id) + 2]
+        boot, _, last_seq = last_id.rpartition("-")
+        assert [m["id"] for m in resumed.messages] == [f"{boot}-{int(last_seq) + n}" for n in (1, 2)]
     finally:
         resumed.close()
-    for bad in ("not-a-number", str(missed["seq"] + 1000)):
+    for bad in ("not-a-number", f"{missed['boot']}-{missed['seq'] + 1000}", str(missed["seq"] - 1)):
         fresh = SSEReader(d.url, last_event_id=bad)
         try:
             fresh.wait()
