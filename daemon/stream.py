@@ -76,17 +76,15 @@ class EventStreams:
             return error(503, "starting", "the daemon is starting")
         if len(self._open) >= self.max_streams:
             return error(503, "too_many_streams", f"{self.max_streams} event streams are open; try again later")
+        if request.method == "HEAD":
+            return await _head(request, pub)
         transport = request.transport
         # Subscribe before choosing the first frames, with no await in between: every event published from here
         # on is either in those frames or in the queue (the seq filter in ``_drain`` drops the overlap).
         sub = rt.hub.subscribe(self.queue_size, on_overflow=lambda: _drop(transport, self.queue_size))
         self._track(rt, sub)
         first, floor = _first_frames(rt, pub, request.headers.get("Last-Event-ID"))
-        resp = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-            "X-Failsoft-Index": str(pub.seq),
-        })
-        resp.force_close()  # when the stream ends (shutdown, dropped), the connection ends with it
+        resp = _stream_response(pub)
         try:
             await resp.prepare(request)
             await resp.write(first)
@@ -135,6 +133,23 @@ class EventStreams:
         await stopping.wait()
         for sub in list(self._open):
             sub.close()
+
+
+def _stream_response(pub: Published) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+        "X-Failsoft-Index": str(pub.seq),
+    })
+    resp.force_close()  # when the stream ends (shutdown, dropped), the connection ends with it
+    return resp
+
+
+async def _head(request: web.Request, pub: Published) -> web.StreamResponse:
+    """``HEAD /service-level/events``: the stream's status and headers, no body, and the exchange ends."""
+    resp = _stream_response(pub)
+    await resp.prepare(request)
+    await resp.write_eof()
+    return resp
 
 
 def _drop(transport: asyncio.BaseTransport | None, queued: int) -> None:
@@ -292,11 +307,11 @@ async def clear_override(request: web.Request) -> web.Response:
 
 
 def routes(streams: EventStreams | None = None) -> list[web.RouteDef]:
-    """The streaming, history and admin routes."""
+    """The streaming, history and admin routes (every GET also answers HEAD)."""
     streams = streams or EventStreams()
     return [
-        web.get("/service-level/events", streams.handle, allow_head=False),
-        web.get("/history", history, allow_head=False),
+        web.get("/service-level/events", streams.handle),
+        web.get("/history", history),
         web.post("/override", set_override),
         web.delete("/override", clear_override),
     ]
