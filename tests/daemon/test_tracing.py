@@ -11,7 +11,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,14 +225,13 @@ async def test_a_hanging_collector_does_not_hold_up_shutdown(clean_env: pytest.M
     port = server.sockets[0].getsockname()[1]
     try:
         clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
-        clean_env.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
+        clean_env.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "600")  # the exporter alone would hold on for 10 minutes
         clean_env.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
         pipe = Pipeline(parse_config(CONFIG, env={}))
         pipe.probe(FAIL)
         await asyncio.wait_for(accepted.wait(), 15)  # the exporter is now blocked in its request
-        start = time.monotonic()
-        await pipe.metrics.aclose()
-        assert time.monotonic() - start < tracing.SHUTDOWN_TIMEOUT + 1.0
+        # Bounded by the daemon's own shutdown timeout, not by the exporter's 600 s.
+        await asyncio.wait_for(pipe.metrics.aclose(), tracing.SHUTDOWN_TIMEOUT + 60)
     finally:
         for w in held:
             w.close()

@@ -9,7 +9,6 @@ import secrets
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -255,7 +254,8 @@ def collector() -> Iterator[ThreadedCollector]:
 
 def test_the_daemon_sends_spans_when_an_otlp_endpoint_is_set(run_daemon, collector: ThreadedCollector) -> None:
     """With OTEL_EXPORTER_OTLP_ENDPOINT set, a dependency that refuses connections yields probe failure, breaker
-    and level spans at the collector; the daemon still stops promptly on SIGTERM."""
+    and level spans at the collector; the daemon still stops on SIGTERM with exit 0 (the test's stop would
+    SIGKILL it after 10 s, and that exit status is not 0)."""
     d = run_daemon(f"""
 http: {{listen: "127.0.0.1:0"}}
 defaults: {{fast_interval: 100ms, down_interval: {{initial: 200ms, max: 200ms}}}}
@@ -271,8 +271,6 @@ dependencies:
     opened = next(attrs for name, attrs in collector.spans if name == "breaker_transition")
     assert (opened["failsoft.breaker.from"], opened["failsoft.breaker.to"]) == ("closed", "open")
     assert find(d.lines(), "tracing_enabled") is not None
-    start = time.monotonic()
     d.stop()
     assert d.wait_exit(1) == 0
-    assert time.monotonic() - start < 5
 
