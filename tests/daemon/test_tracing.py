@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -284,7 +286,12 @@ print(json.dumps({{"tracing": repr(tracer), "loaded": loaded, "threads": [t.name
 
 
 def test_a_missing_exporter_package_means_no_traces_not_no_daemon(clean_env: pytest.MonkeyPatch) -> None:
-    """With an endpoint set but the OTLP exporter not installed, tracing is off with a warning; nothing raises."""
+    """With an endpoint set but the OTLP exporter not installed, tracing is off with a warning that says how to
+    fix it; nothing raises."""
     clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
     clean_env.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)
-    assert tracing.from_environment("shop", "1.0") is None
+    with structlog.testing.capture_logs() as logged:
+        assert tracing.from_environment("shop", "1.0") is None
+    [warning] = [e for e in logged if e["event"] == "tracing_unavailable"]
+    assert warning["log_level"] == "warning"
+    assert "opentelemetry-exporter-otlp-proto-http" in warning["fix"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from support import SECRETS, wait_for
+from support import SECRETS, require_tool, wait_for
 
 from failsoft.devtools.localservers import free_port
 
@@ -49,10 +48,8 @@ def transitions(samples: Samples, dep: str, frm: str, to: str) -> float | None:
 
 
 def check_with_promtool(text: str) -> None:
-    """``promtool check metrics`` on a scrape, where promtool is installed."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        return
+    """``promtool check metrics`` on a scrape (the test is skipped without promtool, and fails in CI)."""
+    promtool = require_tool("promtool", "apt-get install prometheus; make test installs it")
     result = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60,
                             check=False)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
