@@ -240,20 +240,40 @@ def standby() -> Iterator[StandbyServer]:
 
 
 async def test_roles_against_a_real_standby(standby: StandbyServer) -> None:
-    """A server in recovery is degraded/read_only for role primary, and OK for role replica (with its lag
-    published, 0 when caught up) or any."""
+    """A server in recovery is degraded/read_only for role primary. For role replica (or any): while the standby
+    has replayed no transaction since it started its lag is unknown, so it is degraded/replication_lag_unknown
+    (healthy with ``unknown_lag: healthy``); once it has replayed one it is OK with its lag published (0 when
+    caught up)."""
     primary_probe = make_probe(standby.dsn, role="primary")
     replica_probe = make_probe(standby.dsn, role="replica")
+    lenient = make_probe(standby.dsn, role="replica", unknown_lag="healthy")
     try:
         outcome = await primary_probe.check()
         assert (outcome.verdict, outcome.reason) == (Verdict.DEGRADED, "read_only")
+        async with admin(standby) as replica:
+            assert await replica.fetchval("SELECT pg_last_xact_replay_timestamp() IS NULL")  # the fresh standby
         outcome = await replica_probe.check()
+        assert (outcome.verdict, outcome.reason) == (Verdict.DEGRADED, "replication_lag_unknown")
+        assert (await make_probe(standby.dsn, role="any").check()).reason == "replication_lag_unknown"
+        assert await lenient.check() == OK
+
+        async with admin(standby.primary) as primary, admin(standby) as replica:
+            await primary.execute("CREATE TABLE IF NOT EXISTS first_write (x int); INSERT INTO first_write VALUES (1)")
+            await until_async(lambda: replica.fetchval("SELECT pg_last_xact_replay_timestamp() IS NOT NULL"), 20,
+                              "the standby to replay a first transaction")
+        outcome = await until_async(lambda: _caught_up(replica_probe), 20, "the replica to be caught up")
         assert outcome.verdict is Verdict.OK
         assert outcome.details["replication_lag_s"] == 0
         assert (await make_probe(standby.dsn, role="any").check()).verdict is Verdict.OK
     finally:
         await primary_probe.aclose()
         await replica_probe.aclose()
+        await lenient.aclose()
+
+
+async def _caught_up(probe: PostgresProbe) -> Outcome | None:
+    outcome = await probe.check()
+    return outcome if outcome.details.get("replication_lag_s") == 0 else None
 
 
 async def test_replication_lag_beyond_the_limit_is_degraded(standby: StandbyServer) -> None:
