@@ -73,6 +73,8 @@ class EventStreams:
             # EventSource give up for good instead of reconnecting (as it does after a restart).
             pub = await rt.hub.wait_past(-1, STARTING_WAIT)
         if pub is None:
+            if rt.stopping.is_set():
+                return error(503, "stopping", "the daemon is shutting down")
             return error(503, "starting", "the daemon is starting")
         if len(self._open) >= self.max_streams:
             return error(503, "too_many_streams", f"{self.max_streams} event streams are open; try again later")
