@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
+import os
 import secrets
 import socket
+import subprocess
 import threading
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from support import SECRETS, DaemonProcess, wait_for
+from support import SECRETS, DaemonProcess, require_tool, wait_for
 
 from failsoft.devtools.localservers import free_port
 
@@ -207,3 +211,27 @@ def test_if_none_match_with_the_previous_process_s_etag_gets_the_new_state(run_d
     # and the new process's own tag still revalidates
     status, _, _ = b.get("/service-level", headers={"If-None-Match": headers["ETag"]})
     assert status == 304
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run curl (a tool of make test) with these arguments."""
+    path = require_tool("curl", "apt-get install curl")
+    return subprocess.run([path, "-sS", *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_curl_etag_compare_across_a_restart_gets_the_new_state(run_daemon: Any, db_listener: int,
+                                                               tmp_path: Path) -> None:
+    """curl --etag-save / --etag-compare, as a user's script revalidates: 304 while the process lives, the new
+    process's State (200) after a restart at the same seq."""
+    a, config, state = first_daemon(run_daemon, db_listener)
+    tag_file = tmp_path / "etag"
+    first = curl("-o", os.devnull, "-w", "%{http_code}", "--etag-save", str(tag_file), a.url + "/service-level")
+    assert first.stdout == "200", first.stderr
+    again = curl("-o", os.devnull, "-w", "%{http_code}", "--etag-compare", str(tag_file), a.url + "/service-level")
+    assert again.stdout == "304", again.stderr
+    b = restart(run_daemon, a, config, state)
+    after = curl("-w", "\n%{http_code}", "--etag-compare", str(tag_file), b.url + "/service-level")
+    body, _, code = after.stdout.rpartition("\n")
+    assert code == "200", after.stderr
+    assert json.loads(body)["boot"] != state["boot"]
+
