@@ -12,6 +12,7 @@ from aiohttp import web
 
 from failsoft.daemon.config import Config
 from failsoft.daemon.hub import Hub, Published
+from failsoft.daemon.identity import etag_matches, index_is_current, parse_index
 from failsoft.daemon.state import OverrideCommand
 from failsoft.daemon.yamlread import parse_duration
 from failsoft.policies.model import DependencyStatus
@@ -68,27 +69,20 @@ def _headers(pub: Published) -> dict[str, str]:
     return {"ETag": pub.etag, "X-Failsoft-Index": str(pub.seq), "Cache-Control": "no-cache"}
 
 
-def _etag_matches(header: str | None, etag: str) -> bool:
-    """RFC 9110 If-None-Match: ``*``, a list, and weak tags (``W/"7"``) compared weakly."""
-    if header is None:
-        return False
-    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
-    return "*" in tags or etag in tags
-
-
-def _query_number(request: web.Request, name: str) -> int | None:
-    raw = request.query.get(name)
+def _query_index(request: web.Request) -> tuple[str | None, int] | None:
+    raw = request.query.get("index")
     if raw is None:
         return None
-    if not raw.isdigit():
-        raise web.HTTPBadRequest(text=f"{name} must be a whole number of 0 or more, got {raw[:40]!r}")
-    return int(raw)
+    index = parse_index(raw)
+    if index is None:
+        raise web.HTTPBadRequest(text=f"index must be <boot>-<seq> (the ETag's tag) or a seq, got {raw[:40]!r}")
+    return index
 
 
 async def service_level(request: web.Request) -> web.StreamResponse:
     """``GET /service-level``: the State; 304 on a matching ETag; a blocking query with ``index``/``wait``."""
     rt = request.app[RUNTIME]
-    index = _query_number(request, "index")
+    index = _query_index(request)
     wait = DEFAULT_WAIT
     if "wait" in request.query:
         try:
@@ -97,13 +91,13 @@ async def service_level(request: web.Request) -> web.StreamResponse:
             got = request.query["wait"][:40]
             raise web.HTTPBadRequest(text=f"wait must be a duration like 30s or 5m, got {got!r}") from None
     pub = rt.hub.current
-    # An index above the current seq comes from before a restart (seq began again): answer at once, so the
-    # reader sees the new `boot` now rather than after a whole wait.
-    if index is not None and pub is not None and pub.seq == index:
-        pub = await rt.hub.wait_past(index, wait)
+    # Only an index naming the current State waits: one from another boot (or above the seq: from before a
+    # restart) answers at once, so the reader sees the new `boot` now rather than after a whole wait.
+    if index is not None and pub is not None and index_is_current(index, pub.snapshot.boot, pub.seq):
+        pub = await rt.hub.wait_past(pub.seq, wait)
     if pub is None:
         return error(503, "starting", "the daemon is starting")
-    if _etag_matches(request.headers.get("If-None-Match"), pub.etag):
+    if etag_matches(request.headers.get("If-None-Match"), pub.snapshot.boot, pub.seq):
         return web.Response(status=304, headers=_headers(pub))
     status = 503 if pub.snapshot.level == "unknown" else 200
     return web.Response(status=status, body=pub.body, content_type=JSON, headers=_headers(pub))

@@ -33,16 +33,21 @@ class Published:
 
     @property
     def etag(self) -> str:
-        """``"<seq>"``: the seq names the semantic version of the State."""
-        return f'"{self.snapshot.seq}"'
+        """``W/"<boot>-<seq>"``: weak, because ``updated_at``/``valid_until`` change the bytes, not the meaning."""
+        return f'W/"{state_id(self.snapshot.boot, self.seq)}"'
 
 
-def sse_frame(event_type: str, seq: int, body: bytes) -> bytes:
-    """One Server-Sent Events message: ``id`` (the seq), ``event`` (the type) and the JSON on one ``data`` line.
+def state_id(boot: str, seq: int) -> str:
+    """``<boot>-<seq>``: the SSE id and the ETag's opaque tag; unique across restarts because ``boot`` is."""
+    return f"{boot}-{seq}"
+
+
+def sse_frame(event_type: str, event_id: str, body: bytes) -> bytes:
+    """One Server-Sent Events message: ``id`` (``<boot>-<seq>``), ``event`` (the type), the JSON on one ``data`` line.
 
     orjson never emits a raw newline (newlines inside strings are escaped), so one ``data:`` line is enough.
     """
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, event_type.encode(), body)
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), event_type.encode(), body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +62,8 @@ class PublishedEvent:
 
     def __post_init__(self) -> None:
         # Built here so that a thousand streams share one bytes object per event instead of formatting their own.
-        object.__setattr__(self, "frame", sse_frame(self.type, self.seq, self.body))
+        frame = sse_frame(self.type, state_id(str(self.data.get("boot")), self.seq), self.body)
+        object.__setattr__(self, "frame", frame)
 
 
 class Subscription:

@@ -352,8 +352,8 @@ class Metrics:
         return encoder(self.registry)
 
     def routes(self) -> list[web.RouteDef]:
-        """``GET /metrics``."""
-        return [web.get("/metrics", make_aiohttp_handler(self.registry), allow_head=False)]
+        """``GET /metrics`` (and ``HEAD``)."""
+        return [web.get("/metrics", make_aiohttp_handler(self.registry))]
 
     async def aclose(self) -> None:
         """Stop background work (event-loop lag sampling, exporters)."""

@@ -17,7 +17,8 @@ import structlog
 from aiohttp import web
 
 from failsoft.daemon.api import JSON, RUNTIME, Runtime, error
-from failsoft.daemon.hub import RING_SIZE, Published, PublishedEvent, Subscription, sse_frame
+from failsoft.daemon.hub import RING_SIZE, Published, PublishedEvent, Subscription, sse_frame, state_id
+from failsoft.daemon.identity import parse_state_id
 from failsoft.daemon.state import OverrideCommand
 from failsoft.daemon.yamlread import parse_duration
 
@@ -35,6 +36,11 @@ OVERRIDE_KEYS = ("level", "ttl", "reason")
 OWNER_TIMEOUT = 5.0  # the state owner answers in microseconds; this only guards against a wedged daemon
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _KEEPALIVE_FRAME = b": keep-alive\n\n"
+STARTING_WAIT = 5.0  # how long a stream opened before the first State waits for it
+RETRY_MS = 1000  # the SSE reconnection time a browser uses after the stream ends (its default is about 3-5 s)
+# Sent as the first line of the first message (not a message of its own, which some readers turn into an empty
+# event): every EventSource then reconnects after RETRY_MS, e.g. to the next process after a restart.
+_RETRY_FIELD = b"retry: %d\n" % RETRY_MS
 
 
 class BadRequest(Exception):
@@ -62,27 +68,32 @@ class EventStreams:
         """``GET /service-level/events``: ``snapshot`` (or the replay after ``Last-Event-ID``), then every event."""
         rt = request.app[RUNTIME]
         pub = rt.hub.current
-        if rt.stopping.is_set():
-            return error(503, "stopping", "the daemon is shutting down")
+        if pub is None and not rt.stopping.is_set():
+            # Listening starts a moment before the first State: wait for it, for a 503 would make a browser's
+            # EventSource give up for good instead of reconnecting (as it does after a restart).
+            pub = await rt.hub.wait_past(-1, STARTING_WAIT)
         if pub is None:
+            if rt.stopping.is_set():
+                return error(503, "stopping", "the daemon is shutting down")
             return error(503, "starting", "the daemon is starting")
         if len(self._open) >= self.max_streams:
             return error(503, "too_many_streams", f"{self.max_streams} event streams are open; try again later")
+        if request.method == "HEAD":
+            return await _head(request, pub)
         transport = request.transport
         # Subscribe before choosing the first frames, with no await in between: every event published from here
         # on is either in those frames or in the queue (the seq filter in ``_drain`` drops the overlap).
         sub = rt.hub.subscribe(self.queue_size, on_overflow=lambda: _drop(transport, self.queue_size))
         self._track(rt, sub)
         first, floor = _first_frames(rt, pub, request.headers.get("Last-Event-ID"))
-        resp = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-            "X-Failsoft-Index": str(pub.seq),
-        })
-        resp.force_close()  # when the stream ends (shutdown, dropped), the connection ends with it
+        resp = _stream_response(pub)
         try:
             await resp.prepare(request)
             await resp.write(first)
-            await self._follow(resp, sub, floor)
+            # Stopping: the current State, then the end of the stream (not a 503, after which a browser would
+            # not reconnect), so that the reader comes back after ``retry:`` to the next process.
+            if not rt.stopping.is_set():
+                await self._follow(resp, sub, floor)
             await resp.write_eof()
         except ConnectionError:
             pass  # the reader went away, or was cut off for not reading: there is no one left to answer
@@ -126,6 +137,23 @@ class EventStreams:
             sub.close()
 
 
+def _stream_response(pub: Published) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+        "X-Failsoft-Index": str(pub.seq),
+    })
+    resp.force_close()  # when the stream ends (shutdown, dropped), the connection ends with it
+    return resp
+
+
+async def _head(request: web.Request, pub: Published) -> web.StreamResponse:
+    """``HEAD /service-level/events``: the stream's status and headers, no body, and the exchange ends."""
+    resp = _stream_response(pub)
+    await resp.prepare(request)
+    await resp.write_eof()
+    return resp
+
+
 def _drop(transport: asyncio.BaseTransport | None, queued: int) -> None:
     """Cut off a reader that stopped reading: its write may be blocked, so only closing the socket frees it."""
     peer = transport.get_extra_info("peername") if transport is not None else None
@@ -144,19 +172,22 @@ def _drain(sub: Subscription, floor: int) -> list[PublishedEvent]:
 
 
 def _first_frames(rt: Runtime, pub: Published, last_event_id: str | None) -> tuple[bytes, int]:
-    """The frames a new stream starts with and the seq they reach.
+    """The frames a new stream starts with and the seq they reach, after the ``retry:`` field.
 
-    The events after ``Last-Event-ID`` when the ring still holds them all; otherwise (no id, not a number, an id
-    from the future -- most likely from before a restart -- or one too old) a fresh ``snapshot``.
+    The events after ``Last-Event-ID`` when it is ``<boot>-<seq>`` of this process and the ring still holds them
+    all; otherwise (no id, another boot's -- the reader was connected before a restart --, a bare number, anything
+    else, or one too old) a fresh ``snapshot``.
     """
-    last = int(last_event_id.strip()) if last_event_id and _DIGITS.fullmatch(last_event_id.strip()) else None
-    replay = rt.hub.events_after(last) if last is not None and last <= pub.seq else None
+    last = parse_state_id(last_event_id)
+    same_boot = last is not None and last[0] == pub.snapshot.boot and last[1] <= pub.seq
+    replay = rt.hub.events_after(last[1]) if last is not None and same_boot else None
     if replay is None:
-        return sse_frame("snapshot", pub.seq, pub.body), pub.seq
+        return _RETRY_FIELD + sse_frame("snapshot", state_id(pub.snapshot.boot, pub.seq), pub.body), pub.seq
     if not replay:
-        # Nothing missed: an empty chunk would end a chunked response, so send a comment to open the stream.
+        # Nothing missed: an empty chunk would end a chunked response, so send a comment to open the stream. No
+        # ``retry:`` here (it needs a message to ride on): this reader got it with the message that gave it its id.
         return _KEEPALIVE_FRAME, pub.seq
-    return b"".join(e.frame for e in replay), replay[-1].seq
+    return _RETRY_FIELD + b"".join(e.frame for e in replay), replay[-1].seq
 
 
 # -- history ----------------------------------------------------------------------------------------------
@@ -278,11 +309,11 @@ async def clear_override(request: web.Request) -> web.Response:
 
 
 def routes(streams: EventStreams | None = None) -> list[web.RouteDef]:
-    """The streaming, history and admin routes."""
+    """The streaming, history and admin routes (every GET also answers HEAD)."""
     streams = streams or EventStreams()
     return [
-        web.get("/service-level/events", streams.handle, allow_head=False),
-        web.get("/history", history, allow_head=False),
+        web.get("/service-level/events", streams.handle),
+        web.get("/history", history),
         web.post("/override", set_override),
         web.delete("/override", clear_override),
     ]

@@ -13,6 +13,7 @@ import re
 import socket
 import ssl
 from collections.abc import Callable, Container, Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -151,7 +152,9 @@ def http_status(status: int, headers: Mapping[str, str], now: float, expected: C
         wait = retry_after_seconds(headers, now)
         return Outcome(Verdict.DEGRADED, "rate_limited", "HTTP 429: rate limited", retry_after=wait)
     if status >= 500:
-        return Outcome(Verdict.FAILURE, "http_5xx", f"HTTP {status}")
+        # A 503 with Retry-After says when to come back (RFC 9110); nothing is sent before then.
+        wait = retry_after_seconds(headers, now) if status == 503 else None
+        return Outcome(Verdict.FAILURE, "http_5xx", f"HTTP {status}", retry_after=wait)
     return Outcome(Verdict.FAILURE, f"http_{status}", f"HTTP {status}: not an expected status")
 
 
@@ -202,7 +205,12 @@ def llm_answer(
     if status == 429:
         wait = _retry_wait(headers, parsed, windows, now, said)
         return Outcome(Verdict.DEGRADED, "rate_limited", text, retry_after=wait, details=details)
-    return _llm_error(status, should_retry(headers), text, details)
+    outcome = _llm_error(status, should_retry(headers), text, details)
+    if status in (503, 529):
+        # Overloaded or unavailable with a Retry-After (Anthropic's 529, a 503): the SDKs wait that long before
+        # trying again, and so does the probe (the scheduler sends nothing before retry_after).
+        outcome = replace(outcome, retry_after=retry_after_seconds(headers, now))
+    return outcome
 
 
 def _llm_error(status: int, retry: bool | None, text: str, details: dict[str, Any]) -> Outcome:

@@ -35,8 +35,13 @@ class HttpOptions:
 
 def client_session() -> aiohttp.ClientSession:
     """The client session of the HTTP-based probes (http, llm): no cookies kept; every request carries its own
-    deadline, so one session (one connection pool) serves every dependency of the process."""
-    return aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), headers={"User-Agent": "failsoft-probe"})
+    deadline, so one session (one connection pool) serves every dependency of the process.
+
+    ``trust_env``: ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` (and their lower-case forms) are honoured as
+    aiohttp reads them, since clusters often reach OpenAI and others only through an egress proxy.
+    """
+    return aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), headers={"User-Agent": "failsoft-probe"},
+                                 trust_env=True)
 
 
 class HttpProbe:

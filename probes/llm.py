@@ -9,6 +9,7 @@ than ``MAX_BODY`` bytes of it.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -147,7 +148,18 @@ def _endpoint(o: LlmOptions) -> tuple[str, dict[str, str], dict[str, Any] | None
         return f"v1beta/models/{model}:generateContent", {}, payload
     if o.probe == "models":
         return "models", {}, None
-    return "chat/completions", {}, {"model": o.model, "messages": message, "max_tokens": 1}
+    return "chat/completions", {}, {"model": o.model, "messages": message, _max_tokens_key(o.model): 1}
+
+
+# OpenAI's reasoning models (o1, o3, o4-mini, gpt-5 and their dated or suffixed names, also behind a gateway's
+# "openai/" prefix) refuse ``max_tokens`` with a 400 and take ``max_completion_tokens``. Other models keep
+# ``max_tokens``: OpenAI-compatible servers (vLLM, Ollama, gateways) do not all know the newer name.
+_REASONING_MODEL = re.compile(r"(?:.*/)?(?:o[0-9]+|gpt-5)(?:[-.:_].*)?", re.IGNORECASE)
+
+
+def _max_tokens_key(model: str | None) -> str:
+    """The request field that caps the answer for an OpenAI-wire chat model."""
+    return "max_completion_tokens" if _REASONING_MODEL.fullmatch(model or "") else "max_tokens"
 
 
 class LlmProbe:

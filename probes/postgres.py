@@ -15,10 +15,13 @@ from failsoft.probes.base import OK, Outcome, ProbeFailure, ProbeHooks, degraded
 from failsoft.probes.options import Duration
 
 # Lag is 0 when the replica has replayed all it received: on an idle primary the last replay timestamp
-# grows old without the replica being behind, so age alone would cry wolf.
+# grows old without the replica being behind, so age alone would cry wolf. A replica that has replayed no
+# transaction since it started (pg_last_xact_replay_timestamp() is NULL) cannot say how far behind it is:
+# lag_known is false then, and ``unknown_lag`` decides.
 QUERY = """
 SELECT 1 AS ok,
        pg_is_in_recovery() AS in_recovery,
+       pg_last_xact_replay_timestamp() IS NOT NULL AS lag_known,
        CASE WHEN NOT pg_is_in_recovery() THEN NULL
             WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
             ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())
@@ -32,11 +35,13 @@ SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 
 @dataclass(frozen=True, slots=True)
 class PostgresOptions:
-    """``dsn``, ``role`` and, for replicas, ``max_replication_lag``."""
+    """``dsn``, ``role`` and, for replicas, ``max_replication_lag`` and ``unknown_lag`` (what a replica that has
+    replayed no transaction yet, so whose lag is unknown, counts as)."""
 
     dsn: str
     role: Literal["primary", "replica", "any"] = "primary"
     max_replication_lag: Duration = 10.0
+    unknown_lag: Literal["degraded", "healthy"] = "degraded"
 
     def problems(self) -> list[tuple[str, str]]:
         """Config errors as (key, message)."""
@@ -69,7 +74,7 @@ class PostgresProbe:
         except BaseException:  # includes the scheduler's cancellation at the deadline
             self._drop()
             raise
-        return self._judge(row["in_recovery"], row["lag_s"])
+        return self._judge(row["in_recovery"], row["lag_s"], lag_known=row["lag_known"])
 
     async def _connect(self) -> Any:
         self._drop()
@@ -117,10 +122,15 @@ class PostgresProbe:
         finally:
             writer.close()
 
-    def _judge(self, in_recovery: bool, lag_s: Any) -> Outcome:
+    def _judge(self, in_recovery: bool, lag_s: Any, *, lag_known: bool = True) -> Outcome:
         role = self._options.role
         if role == "primary" and in_recovery:
             return degraded("read_only", "the server is in recovery (a read-only standby)")
+        if in_recovery and role != "primary" and not lag_known:
+            if self._options.unknown_lag == "healthy":
+                return OK
+            return degraded("replication_lag_unknown",
+                            "the replica has replayed no transaction since it started: its lag is unknown")
         if in_recovery and role != "primary" and lag_s is not None:
             lag = float(lag_s)
             if lag > self._options.max_replication_lag:

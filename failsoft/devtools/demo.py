@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable
@@ -152,8 +154,25 @@ class Demo:
         return str(result)
 
 
+def _stdin_readable_by_the_loop() -> bool:
+    """Whether standard input is something the event loop can watch: a terminal, a pipe or a socket.
+
+    Not /dev/null, a regular file or a closed stdin (a CI job, ``make demo < /dev/null``): epoll refuses those,
+    and asyncio would only report it later, as a traceback from a callback.
+    """
+    try:
+        if sys.stdin is None:
+            return False
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+        return sys.stdin.isatty() or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 async def _read_commands(demo: Demo, stop: asyncio.Event) -> None:
     """Read lines from the terminal without blocking the daemon's loop."""
+    if not _stdin_readable_by_the_loop():
+        return  # no commands to read: the demo runs until Ctrl-C or SIGTERM
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     try:

@@ -7,7 +7,8 @@ It only speaks the probe paths and the 1-token requests; it counts every request
 
 Modes (numeric aliases in brackets): ``healthy``, ``slow`` (``delay`` s), ``hang``, ``auth`` [401],
 ``forbidden`` [403], ``not_found`` [404], ``rate_limit`` [429] (``retry_after`` s, ``form``: seconds, ms,
-date, gemini, reset, none), ``quota``, ``error`` [500], ``unavailable`` [503], ``overloaded`` [529],
+date, gemini, reset, none), ``quota``, ``error`` [500], ``unavailable`` [503], ``overloaded`` [529] (both with
+``retry-after`` when given ``retry_after``),
 ``status`` (any ``status``), ``reset`` (TCP reset), ``bad_json``, ``truncated``, ``huge``, ``redirect_loop``.
 Every mode takes ``duration`` (s, then back to healthy), ``headers`` (extra answer headers) and the
 headroom figures ``limit``, ``remaining``, ``tokens_limit``, ``tokens_remaining``, ``reset`` (s), or
@@ -226,6 +227,8 @@ class ProviderSimulator:
         if name in ("healthy", "slow"):
             model = body.get("model") if isinstance(body, dict) else None
             model = model or _gemini_model(request.path)
+            if p.wire == "openai" and endpoint == "completion" and _refuses_max_tokens(body):
+                return web.json_response(_MAX_TOKENS_REFUSED, status=400)
             return web.json_response(_success(p.wire, endpoint, model), headers=_headroom(p.wire, mode))
         if name == "hang":
             await self._stopping.wait()
@@ -241,13 +244,31 @@ class ProviderSimulator:
         status = int(mode.params.get("status", _STATUS.get(name, 500)))
         if name == "auth" and p.wire == "gemini" and "status" not in mode.params:
             status = 400  # Gemini refuses a bad key with 400 API_KEY_INVALID, not 401
-        return _error(p.wire, name, status, mode)
+        retry = None
+        if name in ("unavailable", "overloaded") and "retry_after" in mode.params:
+            retry = {"retry-after": f"{float(mode.params['retry_after']):g}"}  # "come back in N seconds"
+        return _error(p.wire, name, status, mode, extra_headers=retry)
 
 
 # -- answers ---------------------------------------------------------------------------------------------------
 
 _STATUS = {"auth": 401, "forbidden": 403, "not_found": 404, "quota": 429, "error": 500, "unavailable": 503,
            "overloaded": 529, "status": 500}
+
+
+# OpenAI's reasoning models (o1, o3, o4-mini, gpt-5...) refuse max_tokens on chat completions; they take
+# max_completion_tokens (which every OpenAI chat model accepts). The answer is OpenAI's own.
+_REASONING_MODEL = re.compile(r"(?:.*/)?(?:o[0-9]+|gpt-5)(?:[-.:_].*)?", re.IGNORECASE)
+_MAX_TOKENS_REFUSED = {"error": {
+    "message": "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' "
+               "instead.",
+    "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}}
+
+
+def _refuses_max_tokens(body: Any) -> bool:
+    if not isinstance(body, dict) or "max_tokens" not in body:
+        return False
+    return bool(_REASONING_MODEL.fullmatch(str(body.get("model", ""))))
 
 
 def _endpoint(wire: str, method: str, path: str) -> str | None:

@@ -110,14 +110,12 @@ async def hang_honouring_cancel(probe: ScriptedProbe) -> Outcome:
 
 
 async def test_a_hanging_probe_gives_a_timeout_outcome_promptly() -> None:
-    """A probe that never answers becomes a failure with reason timeout right after the deadline."""
+    """A probe that never answers becomes a failure with reason timeout at the deadline (reported as its
+    latency), not whenever the probe would have ended (never)."""
     scheduler, probe, _ = make(hang_honouring_cancel)
-    start = time.monotonic()
-    outcome, latency = await asyncio.wait_for(scheduler.probe_once(), 5)
-    elapsed = time.monotonic() - start
+    outcome, latency = await asyncio.wait_for(scheduler.probe_once(), 10)
     assert (outcome.verdict, outcome.reason) == (Verdict.FAILURE, "timeout")
     assert "300ms" in (outcome.error or "")
-    assert TIMEOUT <= elapsed < TIMEOUT + 0.4
     assert latency >= TIMEOUT
     assert probe.cancelled == 1  # it was cancelled, not left running
 
@@ -125,10 +123,9 @@ async def test_a_hanging_probe_gives_a_timeout_outcome_promptly() -> None:
 async def test_a_probe_that_ignores_cancellation_is_not_awaited() -> None:
     """A probe stuck past its deadline that will not unwind is abandoned: probe_once returns anyway."""
     scheduler, probe, _ = make(hang_ignoring_cancel)
-    start = time.monotonic()
-    outcome, _ = await asyncio.wait_for(scheduler.probe_once(), 5)
+    outcome, _ = await asyncio.wait_for(scheduler.probe_once(), 10)
     assert outcome.reason == "timeout"
-    assert time.monotonic() - start < TIMEOUT + 0.4
+    assert not probe.finished.is_set()  # returned while the probe is still stuck: it was not awaited
     assert probe.cancelled == 1
     probe.release.set()
     await asyncio.wait_for(probe.finished.wait(), 5)  # the abandoned check ends; the test leaves no task behind
@@ -169,11 +166,11 @@ async def test_a_stuck_probe_is_not_stacked() -> None:
     timeout at once. Once the stuck one has finished, checking resumes."""
     scheduler, probe, _ = make(hang_ignoring_cancel)
     await scheduler.probe_once()
-    start = time.monotonic()
     for _ in range(3):
-        outcome, _ = await asyncio.wait_for(scheduler.probe_once(), 5)
-        assert (outcome.verdict, outcome.reason) == (Verdict.FAILURE, "timeout")
-    assert time.monotonic() - start < 0.2  # no new deadline was waited for
+        outcome, _ = await asyncio.wait_for(scheduler.probe_once(), 10)
+        # Answered from the stuck check, without starting a probe or waiting for a deadline of its own.
+        assert (outcome.verdict, outcome.reason, outcome.error) == (
+            Verdict.FAILURE, "timeout", "the previous probe is still stuck")
     assert probe.calls == 1
     probe.release.set()
     await asyncio.wait_for(probe.finished.wait(), 5)
@@ -229,17 +226,18 @@ async def test_error_text_a_probe_returns_is_redacted_too() -> None:
 
 
 async def test_run_reports_every_probe_and_a_dropped_connection_reprobes_at_once() -> None:
-    """The loop reports each status; a probe calling connection_lost wakes it long before the next interval."""
-    settings = ProbeSettings(interval=30.0, timeout=TIMEOUT)
+    """The loop reports each status; a probe calling connection_lost wakes it long before the next interval (an
+    hour away: the second report within the deadline can only come from the wake-up)."""
+    settings = ProbeSettings(interval=3600.0, timeout=TIMEOUT)
     scheduler, probe, reports = make(lambda _: OK, settings)
     task = asyncio.create_task(scheduler.run())
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(30):
             await reports.until(len)
             assert reports[0].state is DepState.HEALTHY
             probe.wake()  # what a probe's hooks.connection_lost does
             await reports.until(lambda r: len(r) >= 2)
-        assert probe.check_times[1] - probe.check_times[0] < 1.0
+        assert probe.calls == 2
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -249,18 +247,19 @@ async def test_run_reports_every_probe_and_a_dropped_connection_reprobes_at_once
 
 
 async def test_an_early_wake_never_probes_before_retry_after() -> None:
-    """A rate limit's retry_after holds even when a dropped connection asks for an early re-probe."""
-    settings = ProbeSettings(interval=30.0, timeout=TIMEOUT, down_interval=Backoff(0.05, 0.1, 2))
+    """A rate limit's retry_after holds even when a dropped connection asks for an early re-probe: the next check
+    starts no sooner than retry_after after the limited one (and it does come, long before the hour's interval)."""
+    settings = ProbeSettings(interval=3600.0, timeout=TIMEOUT, down_interval=Backoff(0.05, 0.1, 2))
     limited = Outcome(Verdict.DEGRADED, "rate_limited", "HTTP 429", retry_after=0.6)
     scheduler, probe, reports = make(lambda p: limited if p.calls == 1 else OK, settings)
     task = asyncio.create_task(scheduler.run())
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(30):
             await reports.until(len)
             probe.wake()
             await reports.until(lambda r: len(r) >= 2)
-        gap = probe.check_times[1] - probe.check_times[0]
-        assert 0.6 <= gap < 1.5
+        # A lower bound only (never before retry_after): a busy machine can only make the gap longer.
+        assert probe.check_times[1] - probe.check_times[0] >= 0.6
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -269,8 +268,10 @@ async def test_an_early_wake_never_probes_before_retry_after() -> None:
 
 async def test_a_failing_dependency_is_reprobed_at_fast_interval_then_opens() -> None:
     """Run with real time: a healthy dependency that starts failing is confirmed down after unhealthy_threshold
-    probes spaced by fast_interval, not by the normal interval."""
-    settings = ProbeSettings(interval=0.2, timeout=TIMEOUT, fast_interval=0.05, unhealthy_threshold=3, jitter=0)
+    probes spaced by fast_interval, not by the normal interval. The normal interval is an hour, so reaching down
+    within the test's deadline is only possible at fast_interval (the first failure is probed at once by a wake-up,
+    as a dropped connection does)."""
+    settings = ProbeSettings(interval=3600, timeout=TIMEOUT, fast_interval=0.05, unhealthy_threshold=3, jitter=0)
     failing = asyncio.Event()
 
     def behaviour(_: ScriptedProbe) -> object:
@@ -278,16 +279,15 @@ async def test_a_failing_dependency_is_reprobed_at_fast_interval_then_opens() ->
             raise ConnectionRefusedError(111, "refused")
         return OK
 
-    scheduler, _, reports = make(behaviour, settings)
+    scheduler, probe, reports = make(behaviour, settings)
     task = asyncio.create_task(scheduler.run())
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(30):
             await reports.until(len)
             failing.set()
-            started = time.monotonic()
+            probe.wake()
             await reports.until(lambda r: r[-1].state is DepState.DOWN)
-        # at most one normal interval before the first failure, then two fast intervals
-        assert time.monotonic() - started < 0.2 + 2 * 0.05 + 0.3
+        assert probe.calls == 1 + 3  # the healthy probe, then the three failures
         assert reports[-1].reason == "connection_refused"
     finally:
         task.cancel()

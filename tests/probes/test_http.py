@@ -7,7 +7,6 @@ import asyncio
 import shutil
 import ssl
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,10 +159,9 @@ async def test_a_few_redirects_are_followed(upstream: Upstream) -> None:
 
 
 async def test_a_huge_body_is_read_only_in_part(upstream: Upstream) -> None:
-    """A 200 MB answer: the probe decides from the status and a few KiB, returns quickly and drops the rest."""
-    start = time.monotonic()
+    """A 200 MB answer: the probe decides from the status and a few KiB and drops the rest (the server could
+    send only a small part of it before the connection was closed)."""
     assert await check(f"{upstream.url}/huge", deadline=5.0) == OK
-    assert time.monotonic() - start < 2.0
     await asyncio.wait_for(upstream.huge_done.wait(), 5)  # the server notices the close on its next write
     assert upstream.huge_sent[0] < 32 * 1024 * 1024
 
@@ -177,19 +175,18 @@ async def test_method_and_headers_are_sent(upstream: Upstream) -> None:
 
 
 async def test_a_server_that_never_answers_is_a_timeout_at_the_deadline(upstream: Upstream) -> None:
-    """Through the scheduler: a request with no answer is a failure with reason timeout, on time."""
+    """Through the scheduler: a request with no answer is a failure with reason timeout at the scheduler's
+    deadline (the probe's own client timeout is an hour here, so only that deadline can answer in time)."""
     settings = ProbeSettings(timeout=0.4)
-    # The probe's own client timeout is set longer here so that the scheduler's deadline is the one tested.
     scheduler = DependencyScheduler(
         Breaker("search", "http", settings),
-        lambda wake: HttpProbe(HttpOptions(f"{upstream.url}/hang"), 5.0, ProbeHooks(wake)),
+        lambda wake: HttpProbe(HttpOptions(f"{upstream.url}/hang"), 3600.0, ProbeHooks(wake)),
         lambda _: None, SystemClock(), Redactor(),
     )
     try:
-        start = time.monotonic()
-        outcome, _ = await scheduler.probe_once()
+        outcome, _ = await asyncio.wait_for(scheduler.probe_once(), 60)
         assert (outcome.verdict, outcome.reason) == (Verdict.FAILURE, "timeout")
-        assert time.monotonic() - start < settings.timeout + 0.5
+        assert "400ms" in (outcome.error or "")
     finally:
         await scheduler.aclose()
 

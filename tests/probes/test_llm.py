@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -216,22 +215,19 @@ async def test_gemini_bad_key_400_is_auth(sim: ProviderSimulator) -> None:
 
 
 async def test_a_huge_body_is_not_read_to_the_end(sim: ProviderSimulator) -> None:
-    """A 64 MiB listing: only the first few KiB are read, the probe answers at once."""
-    sim.set_mode("openai", "huge", size=64 << 20)
-    start = time.monotonic()
-    outcome = await outcome_of(make_probe(sim, "openai"))
+    """A listing of a terabyte: only the first few KiB are read and the probe answers (reading it to the end could
+    not finish within the test's deadline)."""
+    sim.set_mode("openai", "huge", size=1 << 40)
+    outcome = await asyncio.wait_for(outcome_of(make_probe(sim, "openai")), 60)
     assert outcome.verdict is Verdict.OK  # it starts like the JSON listing it claims to be
-    assert time.monotonic() - start < 1.5
     assert MAX_BODY <= 16 * 1024
 
 
 async def test_a_slow_provider_answers_late_but_well(sim: ProviderSimulator) -> None:
     """slow delays the answer (the breaker judges the latency); the probe itself reports OK."""
     sim.set_mode("gemini", "slow", delay=0.2)
-    start = time.monotonic()
     outcome = await outcome_of(make_probe(sim, "gemini"))
     assert outcome.verdict is Verdict.OK
-    assert time.monotonic() - start >= 0.2
 
 
 def test_a_mode_with_a_duration_ends_by_itself() -> None:
@@ -246,11 +242,9 @@ def test_a_mode_with_a_duration_ends_by_itself() -> None:
 async def test_a_hang_is_a_timeout_within_the_deadline(sim: ProviderSimulator) -> None:
     """A provider that accepts and never answers costs one deadline, then reports timeout."""
     sim.set_mode("anthropic", "hang")
-    start = time.monotonic()
-    outcome = await outcome_of(make_probe(sim, "anthropic", timeout=0.3))
+    outcome = await asyncio.wait_for(outcome_of(make_probe(sim, "anthropic", timeout=0.3)), 60)
     assert (outcome.verdict, outcome.reason) == (Verdict.FAILURE, "timeout")
     assert outcome.error is not None and "300ms" in outcome.error
-    assert time.monotonic() - start < 1.5
 
 
 async def test_a_cancelled_check_leaves_the_probe_usable(sim: ProviderSimulator) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import socket
 
 import pytest
+from support import until
 
 from failsoft.devtools.localservers import free_port
 from failsoft.policies.classify import exception_reason
@@ -14,21 +15,30 @@ from failsoft.probes.tcp import TcpOptions, TcpProbe
 
 
 async def test_connect_to_a_listening_port_is_ok() -> None:
-    """A server that accepts the connection is healthy; the probe leaves no connection open behind it."""
-    accepted = asyncio.Event()
+    """A server that accepts the connection is healthy; the probe leaves no connection open behind it: the
+    server (which never closes first) sees the probe close each connection it made."""
+    accepted = 0
+    closed_by_probe = 0
+    writers: list[asyncio.StreamWriter] = []
 
-    async def on_client(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.set()
-        writer.close()
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted, closed_by_probe
+        accepted += 1
+        writers.append(writer)
+        if await reader.read() == b"":  # EOF: the probe's side closed
+            closed_by_probe += 1
 
     server = await asyncio.start_server(on_client, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         probe = TcpProbe(TcpOptions(f"127.0.0.1:{port}"), 1.0, ProbeHooks())
-        assert await probe.check() == OK
-        await asyncio.wait_for(accepted.wait(), 5)
+        for _ in range(3):
+            assert await probe.check() == OK
+        await until(lambda: accepted == 3 and closed_by_probe == 3, what="every probe connection closed")
         await probe.aclose()
     finally:
+        for w in writers:
+            w.close()
         server.close()
         await server.wait_closed()
 
