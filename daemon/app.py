@@ -9,14 +9,14 @@ import asyncio
 import contextlib
 import errno
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 import structlog
 from aiohttp import web
 
-from failsoft.daemon import api, ofrep, stream
+from failsoft.daemon import api, ofrep, statuspage, stream
 from failsoft.daemon.breaker import Breaker
 from failsoft.daemon.clock import Clock, SystemClock
 from failsoft.daemon.config import Config
@@ -55,8 +55,12 @@ class Daemon:
     port: int = 0
 
     @classmethod
-    async def start(cls, config: Config, clock: Clock | None = None) -> Daemon:
-        """Startup: build everything, bind the port, then start the owner and the probes."""
+    async def start(cls, config: Config, clock: Clock | None = None,
+                    extra_routes: Sequence[web.RouteDef] = ()) -> Daemon:
+        """Startup: build everything, bind the port, then start the owner and the probes.
+
+        ``extra_routes``: more HTTP routes (``failsoft demo`` adds its fault switches; ``failsoft run`` none).
+        """
         clock = clock or SystemClock()
         for warning in config.warnings:  # deprecated keys, suspicious values: check-config prints the same
             log.warning("config_warning", warning=warning)
@@ -82,7 +86,8 @@ class Daemon:
             for dep in config.dependencies.values()
         ]
         reports = Reports(config, {s.name: s for s in schedulers}, clock, metrics)
-        app = api.build_app(runtime, [*stream.routes(), *metrics.routes(), *ofrep.routes(), *reports.routes()])
+        app = api.build_app(runtime, [*stream.routes(), *metrics.routes(), *ofrep.routes(), *reports.routes(),
+                                      *statuspage.routes(), *extra_routes])
         # handler_cancellation: a client that hangs up ends its handler at once, so an SSE stream or a long-poll
         # of a departed client releases its subscription now, not at its next keep-alive write.
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
