@@ -1,8 +1,8 @@
 """``failsoft demo``: the whole thing on one machine with no setup.
 
 Starts a throw-away PostgreSQL and Redis from the local binaries and two simulated LLM providers, runs the
-daemon against them, and reads
-commands from the terminal so that a newcomer can crash, hang and restore the servers and watch the level move.
+daemon against them, and opens on the status page (``GET /``), whose buttons crash, hang and restore the servers
+while the level moves; the same commands can be typed in the terminal.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from failsoft.daemon import logs
 from failsoft.daemon.app import Daemon, StartupError
 from failsoft.daemon.config import ConfigError, parse_config
 from failsoft.daemon.terminal import format_status
+from failsoft.devtools import demoroutes
 from failsoft.devtools.llmsim import ProviderSimulator
 from failsoft.devtools.localservers import PostgresServer, RedisServer, ServerError
 
@@ -55,6 +56,8 @@ policy:
 """
 
 HELP = """
+  Status page: http://127.0.0.1:{port}/   <- open it in a browser; its buttons break things
+
   failsoft demo is running: http://127.0.0.1:{port}/service-level   (config: {config})
 
   Try, in another terminal:
@@ -89,7 +92,7 @@ class Demo:
         self.cache_hung = False
         self.daemon: Daemon | None = None
         self.llm = ProviderSimulator({"openai": "openai", "anthropic": "anthropic"})
-        self.broken: set[str] = set()
+        self.llm_modes: dict[str, str] = {}  # provider -> the failure mode it was switched to
         self.config_path = Path(tempfile.mkdtemp(prefix="failsoft-demo-")) / "failsoft.yaml"
 
     def help(self) -> str:
@@ -118,14 +121,24 @@ class Demo:
         return "Redis hangs (SIGSTOP): probes time out after 500ms; type 'cache' again to resume it"
 
     def toggle_llm(self, name: str, mode: str, **params: object) -> str:
-        """Break a simulated provider in ``mode``, or heal it."""
-        if name in self.broken:
+        """Break a simulated provider in ``mode``, or heal it when it already is in that mode."""
+        if self.llm_modes.get(name) == mode:
             self.llm.set_mode(name, "healthy")
-            self.broken.discard(name)
+            del self.llm_modes[name]
             return f"{name} is healthy again; a switch back to it waits recover_after (3s)"
         self.llm.set_mode(name, mode, **params)
-        self.broken.add(name)
+        self.llm_modes[name] = mode
         return f"{name} now answers {mode}; type the same command again to heal it"
+
+    def active_faults(self) -> set[str]:
+        """The names of the commands whose fault is on (the status page's buttons show them pressed)."""
+        on = {"db"} if self.db_crashed else set()
+        if self.cache_hung:
+            on.add("cache")
+        modes = {("openai", "error"): "openai", ("anthropic", "reset"): "anthropic",
+                 ("openai", "rate_limit"): "ratelimit"}
+        on.update(command for key, command in modes.items() if self.llm_modes.get(key[0]) == key[1])
+        return on
 
     def status(self) -> str:
         """The level line and the dependency table."""
@@ -175,6 +188,8 @@ async def _read_commands(demo: Demo, stop: asyncio.Event) -> None:
         return  # no commands to read: the demo runs until Ctrl-C or SIGTERM
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
+    if not _watchable(sys.stdin):
+        return
     try:
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     except (OSError, ValueError):
@@ -189,6 +204,17 @@ async def _read_commands(demo: Demo, stop: asyncio.Event) -> None:
             return
         if answer:
             print(answer, flush=True)
+
+
+def _watchable(stream: object) -> bool:
+    """Whether the loop can watch ``stream``: a terminal, a pipe or a socket. /dev/null or a file cannot be, and the
+    loop would then log an error from inside its own callback, where no ``try`` here could catch it."""
+    try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, OSError, ValueError):
+        return False
+    return os.isatty(fd) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 async def _main(demo: Demo) -> int:
@@ -209,7 +235,7 @@ async def _main(demo: Demo) -> int:
         return 2
     logs.configure(config.log.level, config.log.format, config.redactor())
     try:
-        demo.daemon = await Daemon.start(config)
+        demo.daemon = await Daemon.start(config, extra_routes=demoroutes.routes(demo))
     except StartupError as exc:
         print(f"failsoft demo: {exc}\n  (try: .venv/bin/failsoft demo --port 0)", file=sys.stderr)
         return 2
@@ -229,7 +255,8 @@ def run_demo(port: int = 8765) -> int:
     """Start the servers, run the daemon until Ctrl-C or 'quit', then clean everything up."""
     try:
         demo = Demo(port)
-        print("starting a throw-away PostgreSQL and Redis ...", flush=True)
+        where = f"the status page will be at http://127.0.0.1:{port}/; " if port else ""
+        print(f"failsoft demo: {where}starting a throw-away PostgreSQL and Redis ...", flush=True)
         demo.pg.start()
         demo.redis.start()
     except ServerError as exc:
