@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from failsoft.daemon import cors
 from failsoft.daemon.config import Config
 from failsoft.daemon.hub import Hub, Published
 from failsoft.daemon.identity import etag_matches, index_is_current, parse_index
@@ -131,4 +132,5 @@ def build_app(runtime: Runtime, extra_routes: list[web.RouteDef] | None = None) 
         web.get("/readyz", readyz),
         *(extra_routes or []),
     ])
+    cors.install(app, runtime.config.http.cors_origins)
     return app

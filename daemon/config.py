@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from failsoft.daemon.cors import parse_origin
 from failsoft.daemon.deprecations import DEPRECATIONS, Deprecation, apply_deprecations
 from failsoft.daemon.envoverride import apply_env_overrides
 from failsoft.daemon.lint import config_warnings
@@ -97,6 +98,7 @@ class HttpSettings:
     port: int = 8765
     admin_token: str = ""
     report_token: str = ""  # bearer token for POST /report from other hosts; loopback peers need none
+    cors_origins: tuple[str, ...] = ()  # web origins that may read the GET endpoints (daemon/cors.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +197,7 @@ def _build(r: Reader, data: Any, base_dir: Path) -> Config | None:
     top = r.mapping(r.expand(data, ""), "", TOP_KEYS)
     service = top.get("service") or r.env.get("FAILSOFT_SERVICE") or socket.gethostname()
     service = r.value(str, service, "service")
-    http = _http(r, r.mapping(top.get("http"), "http", ["listen", "admin_token", "report_token"]))
+    http = _http(r, r.mapping(top.get("http"), "http", ["listen", "admin_token", "report_token", "cors_origins"]))
     log = r.dataclass(LogSettings, r.mapping(top.get("log"), "log", ["level", "format"]), "log")
     defaults_node = r.mapping(top.get("defaults"), "defaults", SETTINGS_KEYS)
     defaults = r.dataclass(ProbeSettings, defaults_node, "defaults", ProbeSettings()) or ProbeSettings()
@@ -235,7 +237,24 @@ def _http(r: Reader, node: dict[str, Any]) -> HttpSettings | None:
     r.secrets.add(token)
     report_token = r.value(str, node.get("report_token", ""), "http.report_token", secret=True) or ""
     r.secrets.add(report_token)
-    return HttpSettings(host=host, port=port, admin_token=token, report_token=report_token)
+    origins = node.get("cors_origins") or []
+    if not isinstance(origins, list):
+        r.error("http.cors_origins", f"expected a list of origins like [https://app.example.com], got "
+                f"{type_name(origins)}")
+        origins = []
+    cors = tuple(_origin(r, o, f"http.cors_origins[{i}]") for i, o in enumerate(origins))
+    return HttpSettings(host=host, port=port, admin_token=token, report_token=report_token, cors_origins=cors)
+
+
+def _origin(r: Reader, text: object, path: str) -> str:
+    if not isinstance(text, str):
+        r.error(path, f"expected an origin like https://app.example.com, got {show(text)}")
+        return ""
+    try:
+        return parse_origin(text)
+    except ValueError as exc:
+        r.error(path, str(exc))
+        return ""
 
 
 def _dependencies(r: Reader, node: Any, defaults: ProbeSettings) -> dict[str, Dependency]:
