@@ -63,3 +63,8 @@ release: $(STAMP)  ## sdist, wheel, CycloneDX SBOM and SHA256SUMS in dist/, vers
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+.PHONY: screenshots
+screenshots: $(STAMP) servers  ## remake docs/status-page*.png: the status page's browser test takes them
+	@.ci/ensure-tools .ci/test-tools.txt
+	FAILSOFT_SCREENSHOTS=1 $(PY) -m pytest -p no:cacheprovider -q tests/e2e/test_page.py -k demo

@@ -338,8 +338,11 @@
     switch (ev.type) {
       case 'level_changed':
         return [`level ${arrow(ev.previous, ev.level)}`, ev.reason];
-      case 'dependency_changed':
-        return [`${str(ev.dependency)} ${arrow(ev.previous, ev.state)}`, [ev.reason, ev.breaker && `breaker ${ev.breaker}`].filter(Boolean).join(' · ')];
+      case 'dependency_changed': {
+        const what = ev.previous === ev.state ? `${str(ev.dependency)} still ${str(ev.state)}`
+          : `${str(ev.dependency)} ${arrow(ev.previous, ev.state)}`;
+        return [what, [ev.reason, ev.breaker && `breaker ${ev.breaker}`].filter(Boolean).join(' · ')];
+      }
       case 'llm_failover':
         return [`active LLM ${arrow(ev.previous, ev.active_llm)}`, ev.reason];
       case 'override_set': {

@@ -108,7 +108,7 @@ class Demo:
             return "PostgreSQL is back; the level recovers once it has held for recover_after (3s)"
         await asyncio.to_thread(self.pg.kill)
         self.db_crashed = True
-        return "PostgreSQL crashed (kill -9); type 'db' again to restart it"
+        return "PostgreSQL crashed (kill -9); the same command again restarts it"
 
     async def toggle_cache(self) -> str:
         """Hang Redis, or resume it."""
@@ -118,7 +118,7 @@ class Demo:
             return "Redis resumed"
         self.redis.pause()
         self.cache_hung = True
-        return "Redis hangs (SIGSTOP): probes time out after 500ms; type 'cache' again to resume it"
+        return "Redis hangs (SIGSTOP): probes time out after 500ms; the same command again resumes it"
 
     def toggle_llm(self, name: str, mode: str, **params: object) -> str:
         """Break a simulated provider in ``mode``, or heal it when it already is in that mode."""
@@ -128,7 +128,7 @@ class Demo:
             return f"{name} is healthy again; a switch back to it waits recover_after (3s)"
         self.llm.set_mode(name, mode, **params)
         self.llm_modes[name] = mode
-        return f"{name} now answers {mode}; type the same command again to heal it"
+        return f"{name} now answers {mode}; the same command again heals it"
 
     def active_faults(self) -> set[str]:
         """The names of the commands whose fault is on (the status page's buttons show them pressed)."""
