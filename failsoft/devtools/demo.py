@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -270,4 +271,5 @@ def run_demo(port: int = 8765) -> int:
             demo.pg.close()
         with contextlib.suppress(Exception):
             demo.redis.close()
+        shutil.rmtree(demo.config_path.parent, ignore_errors=True)
         print("demo stopped; servers removed", flush=True)
