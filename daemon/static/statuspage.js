@@ -36,6 +36,7 @@
     events: [], // timeline entries, oldest first
     seen: new Set(), // "<boot>/<seq>" of the events shown
     demo: false,
+    historyFor: '', // "<boot>/<seq>" of the last State that made the poll fetch /history
   };
 
   const $ = (id) => document.getElementById(id);
@@ -473,12 +474,24 @@
           return;
         }
         accept(body);
+        // An event of a type this page does not listen for (a newer daemon's) still moved the seq: fetch it.
+        const key = `${str(body.boot)}/${str(body.seq)}`;
+        if (body.seq > lastEventSeq(body.boot) && page.historyFor !== key) {
+          page.historyFor = key; // once per State: a seq that moved without an event must not refetch forever
+          loadHistory();
+        }
       }
     } catch {
       if (page.live) lost();
     } finally {
       page.polling = false;
     }
+  }
+
+  function lastEventSeq(boot) {
+    let seq = 0;
+    for (const ev of page.events) if (ev.boot === boot && ev.type !== 'restart' && ev.seq > seq) seq = ev.seq;
+    return seq;
   }
 
   async function loadHistory() {
