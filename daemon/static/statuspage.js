@@ -301,7 +301,7 @@
     });
     flush();
     const fill = document.createElementNS(SVG_NS, 'path');
-    fill.setAttribute('d', area);
+    fill.setAttribute('d', values.length >= 5 ? area : ''); // a few samples make a sliver, not a shape
     fill.setAttribute('class', 'spark-area');
     const line = document.createElementNS(SVG_NS, 'path');
     line.setAttribute('d', d);
@@ -400,12 +400,19 @@
     document.body.classList.toggle('stale', kind === 'disconnected');
   }
 
-  function showBanner(text) {
+  // kind 'disconnected' stays until the stream is back; other notices fade after a while.
+  function showBanner(text, kind = 'notice') {
     const banner = $('banner');
     banner.textContent = text;
+    banner.dataset.kind = kind;
     banner.hidden = false;
     clearTimeout(showBanner.timer);
-    showBanner.timer = setTimeout(() => { banner.hidden = true; }, 15000);
+    if (kind !== 'disconnected') showBanner.timer = setTimeout(() => { banner.hidden = true; }, 15000);
+  }
+
+  function hideBanner(kind) {
+    const banner = $('banner');
+    if (banner.dataset.kind === kind) banner.hidden = true;
   }
 
   function connect() {
@@ -442,6 +449,7 @@
     page.retryMs = RETRY_MIN_MS;
     if (!page.live) {
       page.live = true;
+      hideBanner('disconnected');
       setConn('live', 'live');
       clearInterval(page.pollTimer);
       page.pollTimer = setInterval(refresh, POLL_MS);
@@ -460,6 +468,9 @@
     page.retryTimer = setTimeout(connect, page.retryMs);
     page.retryMs = Math.min(page.retryMs * 2, RETRY_MAX_MS);
     setConn('disconnected', 'disconnected');
+    const updated = page.state ? parseTime(page.state.updated_at) : null;
+    showBanner(updated === null ? 'Cannot reach the daemon.'
+      : `Cannot reach the daemon: showing the last state it published, at ${clock(updated)}.`, 'disconnected');
     tick();
   }
 

@@ -179,6 +179,7 @@ http: {{listen: "127.0.0.1:{port}"}}
     first.proc.wait(10)
     ex(page.locator("#conn")).to_have_attribute("data-state", "disconnected", timeout=10_000)
     ex(page.locator("#conn-text")).to_contain_text("disconnected")
+    ex(page.locator("#banner")).to_contain_text("Cannot reach the daemon: showing the last state it published")
     ex(page.locator("body")).to_have_class(re.compile(r"\bstale\b"))
 
     second = run_daemon(config)
@@ -187,7 +188,7 @@ http: {{listen: "127.0.0.1:{port}"}}
     assert new_boot != old_boot
     ex(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=15_000)
     ex(page.locator("#boot")).to_have_text(new_boot, timeout=CHANGE_WITHIN_MS)
-    ex(page.locator("#banner")).to_contain_text(f"boot {old_boot} → {new_boot}")
+    ex(page.locator("#banner")).to_contain_text(f"boot {old_boot} → {new_boot}")  # replaces "Cannot reach"
     ex(page.locator(".timeline .event[data-type=restart]")).to_contain_text(f"new boot {new_boot}")
     ex(page.locator("#level")).to_have_text("full")
     ex(page.locator("body")).not_to_have_class(re.compile(r"\bstale\b"))
