@@ -7,19 +7,31 @@ from the demo test.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from browser import SCREENSHOTS, Recorder, launch, screenshot
 from support import LOG_DIR, SECRETS, DaemonProcess, free_port, request, wait_for
+
+from failsoft.daemon import stream
+from failsoft.daemon.api import Runtime, build_app
+from failsoft.daemon.clock import SystemClock
+from failsoft.daemon.config import parse_config
+from failsoft.daemon.hub import Hub
+from failsoft.daemon.state import ServiceState
+from failsoft.daemon.statuspage import routes as page_routes
+from failsoft.policies.model import BreakerState, DependencyStatus, DepState
 
 pytestmark = pytest.mark.e2e
 
@@ -315,3 +327,107 @@ def test_screenshots_are_committed() -> None:
     docs = Path(__file__).resolve().parents[2] / "docs"
     for name in ("status-page.png", "status-page-degraded.png"):
         assert (docs / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+class HandMadeState:
+    """The daemon's HTTP app (page, stream, history) over a State fed by hand, served from its own thread and loop:
+    for what no real fault here produces quickly, such as a fleet's ``prober`` field."""
+
+    def __init__(self, config_text: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.config = parse_config(config_text, {})
+        self.url = self._run(self._start())
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    async def _start(self) -> str:
+        from aiohttp import web
+
+        self.hub = Hub()
+        self.state = ServiceState(self.config, SystemClock())
+        self.runtime = Runtime(config=self.config, hub=self.hub, inbox=asyncio.Queue())
+        # As the daemon does: a departed reader ends its handler at once, so that cleanup does not wait for it.
+        self.runner = web.AppRunner(build_app(self.runtime, [*stream.routes(), *page_routes()]),
+                                    handler_cancellation=True)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}"
+
+    def feed(self, *statuses: DependencyStatus) -> None:
+        """What the owner task does with probe results: update the State and publish it."""
+        async def apply() -> None:
+            events = [e for st in statuses for e in self.state.update(st)]
+            self.hub.publish(self.state.snapshot(), events)
+        self._run(apply())
+
+    def close(self) -> None:
+        """Stop serving (ending open event streams, as the daemon's shutdown does) and end the thread."""
+        async def stop() -> None:
+            self.runtime.stopping.set()
+            self.hub.drain()
+            await self.runner.cleanup()
+        self._run(stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_the_page_shows_fleet_fields_custom_levels_and_hostile_error_text_as_text(open_page: Any) -> None:
+    """A State as a fleet pod publishes it (each dependency with its ``prober``; one in its startup grace) under a
+    policy with three custom levels: the page shows each prober, the grace, the middle level in its middle colour,
+    a live countdown to ``retry_at``; a ``last_error`` and ``reason`` full of markup stay literal text (no element
+    is made from them) and no request leaves for the host they name."""
+    served = HandMadeState("""
+service: fleet-page
+http: {listen: "127.0.0.1:0"}
+dependencies:
+  db: {kind: tcp, address: "127.0.0.1:1"}
+  llm: {kind: tcp, address: "127.0.0.1:2"}
+policy:
+  levels: [green, amber, red]
+  rules:
+    - level: red
+      when: {any_down: [db]}
+    - level: amber
+      when: {any_not_healthy: [db, llm]}
+""")
+    hostile = '<img src="https://evil.example/x.png" id=pwned onerror="document.title=1"><script>alert(1)</script>'
+    now = datetime.now(UTC)
+    try:
+        served.feed(
+            DependencyStatus(name="db", kind="tcp", state=DepState.HEALTHY, since=now, latency_ms=2.5, probes=1,
+                             details={"prober": "checkout-7d9f-abcde"}),
+            DependencyStatus(name="llm", kind="tcp", state=DepState.DEGRADED, since=now, latency_ms=812.0,
+                             reason="rate_limited", last_error=hostile, retry_at=now + timedelta(minutes=5),
+                             probes=1, details={"prober": "checkout-7d9f-xyz12", "starting": True}),
+        )
+        page, rec = open_page(served.url + "/")
+        ex = expect()
+        ex(page.locator("#level")).to_have_text("amber")
+        ex(page.locator("#level-card")).to_have_attribute("data-severity", "bad")
+        ex(page.locator("#ladder .rung")).to_have_text(["green", "amber", "red"])
+        ex(page.locator(".dep[data-dependency=db] [data-field=prober]")).to_have_text("checkout-7d9f-abcde")
+        llm = page.locator(".dep[data-dependency=llm]")
+        ex(llm.locator("[data-field=prober]")).to_have_text("checkout-7d9f-xyz12")
+        ex(llm.locator("[data-field=starting]")).to_have_text("in startup grace")
+        ex(llm.locator("[data-field=latency]")).to_have_text("812")
+        ex(llm.locator("[data-field=last_error]")).to_have_text(hostile)
+        ex(llm.locator("[data-field=retry_at]")).to_have_text(re.compile(r"^next call in (4m 5\ds|5m 0s)$"))
+        assert page.locator("#pwned").count() == 0 and page.locator(".dep script").count() == 0
+        assert page.title().startswith("amber · fleet-page")
+
+        served.feed(DependencyStatus(name="db", kind="tcp", state=DepState.DOWN, breaker=BreakerState.OPEN,
+                                     since=now, reason=hostile, probes=2, consecutive_failures=3))
+        ex(page.locator("#level")).to_have_text("red", timeout=CHANGE_WITHIN_MS)
+        ex(page.locator("#level-card")).to_have_attribute("data-severity", "critical")
+        ex(page.locator(".dep[data-dependency=db] .dep-reason")).to_have_text(hostile)
+        ex(page.locator(".timeline .event", has_text="db healthy → down")).to_have_count(1)
+        assert page.locator("#pwned").count() == 0
+        assert rec.problems() == []
+        assert rec.foreign(served.url) == []
+    finally:
+        served.close()
