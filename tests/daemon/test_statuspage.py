@@ -215,3 +215,48 @@ async def test_without_cors_origins_nothing_changes(make_client: Callable[..., A
     assert "Access-Control-Allow-Origin" not in resp.headers and "Vary" not in resp.headers
     pre = await client.options("/service-level", headers={"Origin": APP, "Access-Control-Request-Method": "GET"})
     assert pre.status == 405
+
+
+FRAGMENT = Path(__file__).resolve().parents[2] / "daemon" / "openapi" / "statuspage.yaml"
+CORE_REFS = {"#/components/schemas/Error"}  # defined once, in core.yaml; the loader merges the fragments
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "$ref"] + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+async def test_every_answer_is_listed_in_the_openapi_fragment(make_client: Callable[..., Any]) -> None:
+    """daemon/openapi/statuspage.yaml is OpenAPI 3.1 whose references resolve (or name core's Error), and each
+    status the page's endpoints answer, for GET and HEAD (200, 304, 404), is listed for that operation, with
+    ``/status-page.json``'s body matching its schema."""
+    import jsonschema
+    import yaml
+
+    doc = yaml.safe_load(FRAGMENT.read_text())
+    assert doc["openapi"] == "3.1.0"
+    for ref in _refs(doc):
+        if ref in CORE_REFS:
+            continue
+        node: Any = doc
+        for part in ref[2:].split("/"):
+            node = node[part]
+    client = await make_client()
+    page_etag = (await client.get("/")).headers["ETag"]
+    asked = [("/", "/", {}), ("/", "/", {"If-None-Match": page_etag}), ("/status-page.json", "/status-page.json", {}),
+             ("/static/{name}", "/static/nothing.js", {})]
+    for name in ASSETS:
+        etag = (await client.get(f"/static/{name}")).headers["ETag"]
+        asked += [("/static/{name}", f"/static/{name}", {}), ("/static/{name}", f"/static/{name}",
+                                                              {"If-None-Match": etag})]
+    for template, path, headers in asked:
+        for method in ("get", "head"):
+            resp = await client.request(method.upper(), path, headers=headers)
+            listed = doc["paths"][template][method]["responses"]
+            assert str(resp.status) in listed, (method, path, resp.status)
+    options = await (await client.get("/status-page.json")).json()
+    jsonschema.validate(options, doc["components"]["schemas"]["StatusPageOptions"])
+    assert sorted(doc["components"]["parameters"]["AssetName"]["schema"]["enum"]) == sorted(ASSETS)
