@@ -20,7 +20,8 @@
   const EVENT_TYPES = ['level_changed', 'dependency_changed', 'llm_failover', 'override_set', 'override_cleared',
     'resync'];
   const SVG_NS = 'http://www.w3.org/2000/svg';
-  const DEP_SEVERITY = { healthy: 'ok', degraded: 'warn', down: 'critical', unknown: 'unknown' };
+  const DEP_SEVERITY = new Map([['healthy', 'ok'], ['degraded', 'warn'], ['down', 'critical']]);
+  const depSeverity = (state) => DEP_SEVERITY.get(state) || 'unknown'; // a Map: no prototype keys to trip on
 
   const page = {
     state: null, // the newest State accepted
@@ -217,7 +218,7 @@
     const state = str(dep.state, 'unknown');
     const node = el('article', 'dep');
     node.dataset.dependency = name;
-    node.dataset.severity = DEP_SEVERITY[state] || 'unknown';
+    node.dataset.severity = depSeverity(state);
 
     const head = el('header', 'dep-head');
     const title = el('div', 'dep-title');
@@ -317,7 +318,7 @@
 
   function addEvent(ev) {
     if (!ev || typeof ev !== 'object' || typeof ev.type !== 'string') return false;
-    const key = ev.type === 'restart' ? `restart/${str(ev.boot)}` : `${str(ev.boot)}/${str(ev.seq)}`;
+    const key = eventKey(ev);
     if (page.seen.has(key)) return false;
     page.seen.add(key);
     page.events.push(ev);
@@ -368,7 +369,7 @@
       const li = el('li', 'event');
       li.dataset.type = ev.type;
       if (ev.type === 'level_changed') li.dataset.severity = severity(ev.level, levels);
-      else if (ev.type === 'dependency_changed') li.dataset.severity = DEP_SEVERITY[ev.state] || 'unknown';
+      else if (ev.type === 'dependency_changed') li.dataset.severity = depSeverity(ev.state);
       else if (ev.type === 'restart') li.dataset.severity = 'unknown';
       const at = parseTime(ev.at);
       const time = el('time', 'event-time', at === null ? '' : clock(at));
