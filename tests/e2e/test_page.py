@@ -431,3 +431,87 @@ policy:
         assert rec.foreign(served.url) == []
     finally:
         served.close()
+
+
+class FrontEnd:
+    """An app's own web front end on another origin: one HTML page served from a thread, nothing else."""
+
+    HTML = b"<!doctype html><title>app</title><p>the app's front end</p>"
+
+    def __init__(self) -> None:
+        from aiohttp import web
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def page(request: web.Request) -> web.Response:
+            return web.Response(body=self.HTML, content_type="text/html")
+
+        async def start() -> int:
+            app = web.Application()
+            app.add_routes([web.get("/", page)])
+            self.runner = web.AppRunner(app)
+            await self.runner.setup()
+            await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+            return int(self.runner.addresses[0][1])
+
+        self.port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(30)
+
+    def close(self) -> None:
+        """Stop serving and end the thread."""
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+# Runs in the front end's page: what its own script can read from the daemon on another origin.
+CROSS_ORIGIN_READS = """async (base) => {
+  const out = {};
+  out.stream = await new Promise((resolve) => {
+    const es = new EventSource(base + '/service-level/events');
+    const done = (v) => { es.close(); resolve(v); };
+    es.addEventListener('snapshot', (e) => done(JSON.parse(e.data).level));
+    es.onerror = () => done('blocked');
+    setTimeout(() => done('timeout'), 8000);
+  });
+  try {
+    const r = await fetch(base + '/service-level');
+    out.level = (await r.json()).level;
+    out.index = r.headers.get('X-Failsoft-Index');
+  } catch { out.level = 'blocked'; }
+  try {
+    await fetch(base + '/override', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                     body: JSON.stringify({level: 'cache_only'})});
+    out.override = 'read';
+  } catch { out.override = 'blocked'; }
+  return out;
+}"""
+
+
+def test_a_listed_origin_reads_the_stream_in_a_browser_and_no_other_origin_does(
+        run_daemon: Callable[..., DaemonProcess], redis_server: Any, open_page: Any) -> None:
+    """With ``http.cors_origins`` listing the app's front end, a script on that origin (a real page in Chromium)
+    reads the event stream's snapshot and ``/service-level`` with its ``X-Failsoft-Index``, but cannot read an
+    answer of ``POST /override``; the same script on an unlisted origin (``localhost`` instead of ``127.0.0.1``:
+    another origin to a browser) can read nothing."""
+    front = FrontEnd()
+    try:
+        listed = f"http://127.0.0.1:{front.port}"
+        d = run_daemon(f"""
+http: {{listen: "127.0.0.1:0", cors_origins: ["{listed}"]}}
+{FAST}dependencies:
+  cache: {{kind: redis, url: "{redis_server.url}"}}
+""")
+        level_published(d, "full")
+        page, _ = open_page(listed + "/")
+        reads = page.evaluate(CROSS_ORIGIN_READS, d.url)
+        assert reads["stream"] == "full" and reads["level"] == "full"
+        assert reads["index"] is not None and int(reads["index"]) >= 1
+        assert reads["override"] == "blocked"
+        other, _ = open_page(f"http://localhost:{front.port}/")
+        assert other.evaluate(CROSS_ORIGIN_READS, d.url) == {"stream": "blocked", "level": "blocked",
+                                                              "override": "blocked"}
+        assert d.state()["override"] is None  # the preflight was refused: the POST never reached the daemon
+    finally:
+        front.close()
