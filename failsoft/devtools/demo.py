@@ -189,8 +189,6 @@ async def _read_commands(demo: Demo, stop: asyncio.Event) -> None:
         return  # no commands to read: the demo runs until Ctrl-C or SIGTERM
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    if not _watchable(sys.stdin):
-        return
     try:
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     except (OSError, ValueError):
@@ -205,17 +203,6 @@ async def _read_commands(demo: Demo, stop: asyncio.Event) -> None:
             return
         if answer:
             print(answer, flush=True)
-
-
-def _watchable(stream: object) -> bool:
-    """Whether the loop can watch ``stream``: a terminal, a pipe or a socket. /dev/null or a file cannot be, and the
-    loop would then log an error from inside its own callback, where no ``try`` here could catch it."""
-    try:
-        fd = stream.fileno()  # type: ignore[attr-defined]
-        mode = os.fstat(fd).st_mode
-    except (AttributeError, OSError, ValueError):
-        return False
-    return os.isatty(fd) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 async def _main(demo: Demo) -> int:
