@@ -151,6 +151,7 @@
     $('level-card').dataset.severity = sev;
     $('level').textContent = s.level;
     setSince($('level-since'), s.since, 'for');
+    $('starting').hidden = s.starting !== true;
 
     const ladder = $('ladder');
     ladder.replaceChildren(...levels.map((name) => {

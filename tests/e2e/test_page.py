@@ -377,8 +377,9 @@ class HandMadeState:
 
 
 def test_the_page_shows_fleet_fields_custom_levels_and_hostile_error_text_as_text(open_page: Any) -> None:
-    """A State as a fleet pod publishes it (each dependency with its ``prober``; one in its startup grace) under a
-    policy with three custom levels: the page shows each prober, the grace, the middle level in its middle colour,
+    """A State as a fleet pod publishes it (each dependency with its ``prober``; one never answered yet, so within
+    its startup grace) under a policy with three custom levels: the page shows each prober, the grace (on the card
+    and for the State), the middle level in its middle colour,
     a live countdown to ``retry_at``; a ``last_error`` and ``reason`` full of markup stay literal text (no element
     is made from them) and no request leaves for the host they name."""
     served = HandMadeState("""
@@ -387,6 +388,7 @@ http: {listen: "127.0.0.1:0"}
 dependencies:
   db: {kind: tcp, address: "127.0.0.1:1"}
   llm: {kind: tcp, address: "127.0.0.1:2"}
+  search: {kind: tcp, address: "127.0.0.1:3"}
 policy:
   levels: [green, amber, red]
   rules:
@@ -404,6 +406,9 @@ policy:
             DependencyStatus(name="llm", kind="tcp", state=DepState.DEGRADED, since=now, latency_ms=812.0,
                              reason="rate_limited", last_error=hostile, retry_at=now + timedelta(minutes=5),
                              probes=1, details={"prober": "checkout-7d9f-xyz12", "starting": True}),
+            # never answered yet: within its startup grace, so the State says `starting`
+            DependencyStatus(name="search", kind="tcp", state=DepState.DOWN, breaker=BreakerState.OPEN, since=now,
+                             reason="connection_refused", probes=1, consecutive_failures=1),
         )
         page, rec = open_page(served.url + "/")
         ex = expect()
@@ -414,6 +419,8 @@ policy:
         llm = page.locator(".dep[data-dependency=llm]")
         ex(llm.locator("[data-field=prober]")).to_have_text("checkout-7d9f-xyz12")
         ex(llm.locator("[data-field=starting]")).to_have_text("in startup grace")
+        ex(page.locator(".dep[data-dependency=search] [data-field=starting]")).to_have_text("in startup grace")
+        ex(page.locator("#starting")).to_be_visible()
         ex(llm.locator("[data-field=latency]")).to_have_text("812")
         ex(llm.locator("[data-field=last_error]")).to_have_text(hostile)
         ex(llm.locator("[data-field=retry_at]")).to_have_text(re.compile(r"^next call in (4m 5\ds|5m 0s)$"))
