@@ -16,7 +16,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from failsoft.daemon import api, ofrep, statuspage, stream
+from failsoft.daemon import api, httpguard, ofrep, statuspage, stream
 from failsoft.daemon.breaker import Breaker
 from failsoft.daemon.clock import Clock, SystemClock
 from failsoft.daemon.config import Config
@@ -91,11 +91,11 @@ class Daemon:
         # handler_cancellation: a client that hangs up ends its handler at once, so an SSE stream or a long-poll
         # of a departed client releases its subscription now, not at its next keep-alive write.
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
-                               handler_cancellation=True)
+                               handler_cancellation=True, **httpguard.HANDLER_LIMITS)
         await runner.setup()
         host, port = config.http.host, config.http.port
         try:
-            site = web.TCPSite(runner, host, port, reuse_address=True)
+            site = httpguard.GuardedSite(runner, host, port)  # capped below the descriptor limit
             await site.start()
         except OSError as exc:
             # Nothing has started yet: release what was built so far and say what to do.

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-from failsoft.daemon import tracing
+from failsoft.daemon import logguard, tracing
 from failsoft.daemon.redact import Redactor
 
 Redact = Callable[[str], str]
@@ -82,7 +82,8 @@ def configure(level: str = "info", fmt: str = "json", redact: Redact | None = No
     ``fmt`` is ``json`` (one orjson object per line) or ``console`` (aligned, for people).
     """
     out = stream or sys.stdout
-    redact_all = _with_env_secrets(redact or Redactor())
+    # Bounded: every field is cut before it is redacted, so a line costs a bounded amount whatever it quotes.
+    redact_all = logguard.bounded(_with_env_secrets(redact or Redactor()))
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -114,6 +115,8 @@ def configure(level: str = "info", fmt: str = "json", redact: Redact | None = No
     root.setLevel(level.upper())
     # aiohttp's access log would print a line per request (every long-poll); keep it for debugging only.
     logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    # Lines a client can cause at will (accept() failures, bad requests) are rate-limited at their logger.
+    logguard.install_repeat_filters()
     # Python warnings and crashes would otherwise go to stderr unredacted.
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught

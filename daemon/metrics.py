@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from failsoft import __version__
-from failsoft.daemon import tracing
+from failsoft.daemon import httpguard, tracing
 from failsoft.daemon.breaker import TRANSITIONS
 from failsoft.daemon.clock import Clock, SystemClock
 from failsoft.daemon.config import Config
@@ -353,7 +353,7 @@ class Metrics:
 
     def routes(self) -> list[web.RouteDef]:
         """``GET /metrics`` (and ``HEAD``)."""
-        return [web.get("/metrics", make_aiohttp_handler(self.registry))]
+        return [web.get("/metrics", httpguard.checked_accept(make_aiohttp_handler(self.registry)))]
 
     async def aclose(self) -> None:
         """Stop background work (event-loop lag sampling, exporters)."""

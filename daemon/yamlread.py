@@ -19,6 +19,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from failsoft.daemon.limits import MAX_DURATION_CHARS
 from failsoft.daemon.redact import url_password
 from failsoft.probes.options import DURATION, SECRET
 
@@ -33,9 +34,14 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int of 400 digits
+            raise ValueError from None
     elif isinstance(value, str):
         text = value.strip()
+        if len(text) > MAX_DURATION_CHARS:  # the unit regex backtracks over long digit runs: refuse them first
+            raise ValueError
         try:
             seconds = float(text)
         except ValueError:
