@@ -68,7 +68,8 @@ REFUSAL = _refusal_bytes()
 
 
 class _Refusal(asyncio.Protocol):
-    """A connection over the cap: a 503 with the error body is written at once and the connection closed."""
+    """A connection over the cap when every open one is busy: a 503 with the error body is written at once and the
+    connection closed."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if isinstance(transport, asyncio.WriteTransport):
@@ -80,11 +81,11 @@ class _Handler(RequestHandler):
     """aiohttp's connection handler, with client errors answered as JSON and logged as one short warning."""
 
     client_errors: RateLimit
-    live: set[RequestHandler]
+    live: dict[RequestHandler, None]
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """The connection ended: it no longer counts against the cap."""
-        self.live.discard(self)
+        self.live.pop(self, None)
         super().connection_lost(exc)
 
     def handle_error(
@@ -127,21 +128,24 @@ def checked_accept(handler: Handler) -> Handler:
 
 
 class GuardedSite(web.BaseSite):
-    """A TCP site whose connections are capped (a 503 and close above the cap) and handled by :class:`_Handler`.
+    """A TCP site whose connections are capped and handled by :class:`_Handler`. At the cap, a new connection
+    takes the place of the oldest idle one; when none is idle it gets a 503 and is closed.
 
     ``max_connections`` defaults to what the descriptor limit allows after the reserve for probes.
     """
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *, max_connections: int | None = None,
-                 handler_kwargs: dict[str, Any] | None = None, backlog: int = 1024) -> None:
+                 handler_kwargs: dict[str, Any] | None = None,
+                 backlog: int = limits.HTTP_ACCEPT_BACKLOG) -> None:
         super().__init__(runner, backlog=backlog)
         self._host, self._port = host, port
         self.max_connections = max_connections or connection_cap(raise_fd_limit())
         self._kwargs = {"access_log": None, **HANDLER_LIMITS, **(handler_kwargs or {})}
-        self._live: set[RequestHandler] = set()
+        self._live: dict[RequestHandler, None] = {}  # insertion order: oldest first
         self._client_errors = RateLimit()
         self._refusals = RateLimit()
         self.refused = 0
+        self.evicted = 0
 
     @property
     def name(self) -> str:
@@ -166,7 +170,7 @@ class GuardedSite(web.BaseSite):
     def _protocol(self) -> asyncio.BaseProtocol:
         server = self._runner.server
         assert server is not None
-        if len(self._live) >= self.max_connections:
+        if len(self._live) >= self.max_connections and not self._evict_idle():
             self.refused += 1
             suppressed = self._refusals.allow()
             if suppressed is not None:
@@ -175,5 +179,17 @@ class GuardedSite(web.BaseSite):
             return _Refusal()
         handler = _Handler(server, loop=asyncio.get_running_loop(), **self._kwargs)
         handler.client_errors, handler.live = self._client_errors, self._live
-        self._live.add(handler)
+        self._live[handler] = None
         return handler
+
+    def _evict_idle(self) -> bool:
+        """Close the oldest connection that is waiting for a request (idle keep-alive, or headers not complete),
+        as nginx reuses its connections: a new client is served rather than one that sends nothing. Connections
+        with a request under way (event streams, blocking queries) are never closed. False if there is none."""
+        for handler in self._live:  # oldest first
+            if not getattr(handler, "_request_in_progress", True):
+                del self._live[handler]
+                handler.force_close()
+                self.evicted += 1
+                return True
+        return False

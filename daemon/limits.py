@@ -26,10 +26,15 @@ HTTP_IDLE_TIMEOUT = 10.0
 # answers first. The real cap is lower when the descriptor limit is: see FD_RESERVE.
 HTTP_MAX_CONNECTIONS = 12_000
 # Descriptors kept free for everything that is not an HTTP client: probe connections (a new PostgreSQL
-# connection per session check, the HTTP client pool, Redis), the Redis publisher, logs, DNS. The HTTP server
-# never holds more than (soft RLIMIT_NOFILE - FD_RESERVE) connections, so a flood of clients cannot make a probe
-# fail with EMFILE and publish a false outage.
-FD_RESERVE = 128
+# connection per session check, the HTTP client pool, Redis), the Redis publisher, logs, DNS, and one batch of
+# accepts (see HTTP_ACCEPT_BACKLOG). The HTTP server never holds more than (soft RLIMIT_NOFILE - FD_RESERVE)
+# connections, so a flood of clients cannot make a probe fail with EMFILE and publish a false outage.
+FD_RESERVE = 256
+# The listen backlog, which is also how many connections asyncio accepts in one loop iteration before the cap
+# sees any of them (the protocol is made in the next iteration, and a closed connection's descriptor is freed one
+# iteration after close()): at most 2 x HTTP_ACCEPT_BACKLOG descriptors are in flight beyond the cap, so
+# FD_RESERVE = 2 x 64 for them + 128 for the probes.
+HTTP_ACCEPT_BACKLOG = 64
 # Below this many connections the server would be useless; the daemon refuses to start instead.
 HTTP_MIN_CONNECTIONS = 16
 # The soft RLIMIT_NOFILE the daemon raises itself to at start (never above the hard limit): every connection the

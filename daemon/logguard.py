@@ -97,6 +97,10 @@ class RepeatFilter(logging.Filter):
         suppressed = limit.allow()
         if suppressed is None:
             return False
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError):  # accept() out of descriptors: the errno says it all, the traceback nothing
+            record.msg = f"{record.getMessage()} ({exc})"
+            record.args, record.exc_info, record.exc_text = None, None, None
         if suppressed:
             record.msg = f"{record.getMessage()} ({suppressed} similar lines suppressed)"
             record.args = None
