@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from failsoft.daemon.config import ProbeSettings
+from failsoft.daemon.limits import MAX_BACKOFF_EXPONENT
 from failsoft.policies.model import BreakerState, DependencyStatus, DepState
 from failsoft.probes.base import Outcome, Verdict
 
@@ -136,7 +137,8 @@ class Breaker:
             delay = s.down_interval.max  # waiting will not heal it; do not hammer
         elif st.breaker is OPEN:
             b = s.down_interval
-            cap = min(b.max, b.initial * b.multiplier**self._attempt)
+            # The exponent is bounded: 2.0**1024 raises OverflowError (a dependency down for ~1,000 re-probes).
+            cap = min(b.max, b.initial * b.multiplier ** min(self._attempt, MAX_BACKOFF_EXPONENT))
             delay = self._rng.uniform(b.initial, cap)  # full jitter within [initial, cap]
         elif st.breaker is HALF_OPEN or st.consecutive_failures:
             delay = s.fast_interval  # confirm a suspected failure (or a recovery) quickly

@@ -10,21 +10,20 @@ import dataclasses
 import os
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from failsoft.daemon import limits, safeyaml
 from failsoft.daemon.cors import parse_origin
 from failsoft.daemon.deprecations import DEPRECATIONS, Deprecation, apply_deprecations
 from failsoft.daemon.envoverride import apply_env_overrides
 from failsoft.daemon.lint import config_warnings
 from failsoft.daemon.redact import Redactor, url_password
-from failsoft.daemon.yamlread import Reader, StrictLoader, join, parse_listen, show, type_name
+from failsoft.daemon.yamlread import Reader, join, parse_listen, show, type_name
 from failsoft.policies.rules import DEFAULT_LEVELS, MATCHERS, Condition, Policy, Rule
 from failsoft.probes import KINDS
 from failsoft.probes.options import Duration, Fraction
@@ -156,9 +155,9 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     """Read, expand and validate the file at ``path``; ConfigError lists every problem."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{p}: cannot read the config file ({exc.strerror or exc})"]) from None
+        text = safeyaml.read_file(p)  # a regular file, bounded, UTF-8
+    except safeyaml.YamlInputError as exc:
+        raise ConfigError([f"{p}: cannot read the config file ({exc})"]) from None
     return parse_config(text, env, base_dir=p.parent, source=str(p))
 
 
@@ -168,12 +167,9 @@ def parse_config(
 ) -> Config:
     """Validate a config given as YAML text."""
     try:
-        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{source}: invalid YAML{where}: {problem}"]) from None
+        data = safeyaml.load(text)  # bounded in size, depth and alias expansion
+    except safeyaml.YamlInputError as exc:
+        raise ConfigError([f"{source}: {exc}"]) from None
     if data is None:
         data = {}
     reader = Reader(os.environ if env is None else env)
@@ -186,6 +182,8 @@ def parse_config(
         redact = Redactor(reader.secrets)
         # Redact the message, not the path: a path such as `dependencies.x.api_key:` looks like a credential.
         errors = [path + sep + redact(msg) for path, sep, msg in (e.partition(": ") for e in reader.errors)]
+        if reader.dropped:
+            errors.append(f"... and {reader.dropped} more problem(s) not listed")
         raise ConfigError(errors or ["the configuration is not usable"])
     return dataclasses.replace(config, warnings=(*warnings, *config.warnings), notes=(*overridden, *config.notes))
 
@@ -294,6 +292,7 @@ def _check_settings(r: Reader, s: ProbeSettings, path: str, keys: set[str] | Non
     for key in ("interval", "timeout", "fast_interval"):
         if bad(key) and getattr(s, key) <= 0:
             r.error(join(path, key), "must be more than 0")
+    _check_periods(r, s, path, bad)
     for key in ("unhealthy_threshold", "healthy_threshold"):
         if bad(key) and getattr(s, key) < 1:
             r.error(join(path, key), "must be at least 1")
@@ -304,6 +303,8 @@ def _check_settings(r: Reader, s: ProbeSettings, path: str, keys: set[str] | Non
         r.error(join(path, "down_interval"), "needs 0 < initial <= max")
     if bad("down_interval") and b.multiplier < 1:
         r.error(join(path, "down_interval.multiplier"), "must be at least 1")
+    if bad("down_interval") and b.multiplier > limits.MAX_BACKOFF_MULTIPLIER:
+        r.error(join(path, "down_interval.multiplier"), f"must be at most {limits.MAX_BACKOFF_MULTIPLIER:g}")
     if bad("passive"):
         _check_passive(r, s.passive, join(path, "passive"))
 
@@ -316,6 +317,24 @@ def _check_passive(r: Reader, p: PassiveSettings, path: str) -> None:
         r.error(join(path, "failure_ratio"), "must be more than 0% (a share of failed calls, like 50%)")
     if p.window < 0.1:
         r.error(join(path, "window"), "must be at least 100ms")
+    elif p.window > limits.MAX_PERIOD:
+        r.error(join(path, "window"), f"must be at most {limits.MAX_PERIOD / 3600:g}h")
+
+
+def _check_periods(r: Reader, s: ProbeSettings, path: str, bad: Callable[[str], bool]) -> None:
+    """Lower and upper bounds of every period (see daemon/limits.py): ``interval: 1e-9`` probed 1,600 times a
+    second; a period of 1e300 seconds overflows the event loop's timers."""
+    periods = {"interval": (s.interval, limits.MIN_PERIOD), "fast_interval": (s.fast_interval, limits.MIN_PERIOD),
+               "timeout": (s.timeout, limits.MIN_TIMEOUT), "slow_threshold": (s.slow_threshold, 0.0),
+               "down_interval.initial": (s.down_interval.initial, limits.MIN_PERIOD),
+               "down_interval.max": (s.down_interval.max, limits.MIN_PERIOD)}
+    for key, (value, low) in periods.items():
+        if not bad(key.partition(".")[0]) or (value <= 0 and key != "slow_threshold"):
+            continue  # not set in this block, or already reported as "must be more than 0" / "needs 0 < initial"
+        if value < low:
+            r.error(join(path, key), f"must be at least {low * 1000:g}ms")
+        elif value > limits.MAX_PERIOD:
+            r.error(join(path, key), f"must be at most {limits.MAX_PERIOD / 3600:g}h")
 
 
 def _failover(r: Reader, node: Any, deps: Mapping[str, Dependency], broken: AbstractSet[str] = frozenset()
@@ -364,6 +383,8 @@ def _publish(r: Reader, node: Any, deps: Mapping[str, Dependency], broken: Abstr
     heartbeat = r.value(Duration, body.get("heartbeat", "5s"), "publish.heartbeat")
     if heartbeat is not None and heartbeat < 0.1:
         r.error("publish.heartbeat", "must be at least 100ms")
+    elif heartbeat is not None and heartbeat > limits.MAX_PERIOD:
+        r.error("publish.heartbeat", f"must be at most {limits.MAX_PERIOD / 3600:g}h")
     if prefix is None or heartbeat is None:
         return None
     return PublishSettings(redis_url=url, prefix=prefix, heartbeat=heartbeat)
@@ -371,6 +392,9 @@ def _publish(r: Reader, node: Any, deps: Mapping[str, Dependency], broken: Abstr
 
 # --------------------------------------------------------------------------------------------------------
 # Policy
+
+
+POLICY_KEYS = ["levels", "rules", "recover_after", "capabilities"]
 
 
 def default_policy_text() -> str:
@@ -385,18 +409,12 @@ def _policy(
     builtin = node is None
     path = "policy"
     if builtin:
-        node = r.expand(yaml.safe_load(default_policy_text()), path)
+        node = r.expand(safeyaml.load(default_policy_text()), path)
     elif isinstance(node, str):
-        file = (base_dir / node) if not Path(node).is_absolute() else Path(node)
-        try:
-            node = r.expand(yaml.load(file.read_text(encoding="utf-8"), Loader=StrictLoader), path)  # noqa: S506
-        except OSError as exc:
-            r.error(path, f"cannot read policy file {str(file)!r} ({exc.strerror or exc})")
+        node = _policy_file(r, base_dir / node, path)
+        if node is None:
             return None, notes
-        except yaml.YAMLError as exc:
-            r.error(path, f"policy file {str(file)!r} is not valid YAML: {exc}")
-            return None, notes
-    body = r.mapping(node, path, ["levels", "rules", "recover_after", "capabilities"])
+    body = r.mapping(node, path, POLICY_KEYS)
     levels = r.value(tuple[str, ...], body.get("levels", list(DEFAULT_LEVELS)), "policy.levels")
     if not levels:
         r.error("policy.levels", "must list at least one level, best first")
@@ -444,6 +462,25 @@ def _inherited_capabilities(levels: tuple[str, ...], capabilities: Mapping[str, 
             notes.append(f"policy.capabilities: {level} has no list: it inherits {source}'s "
                          f"[{', '.join(capabilities[source])}]")
     return notes
+
+
+def _policy_file(r: Reader, file: Path, path: str) -> Any:
+    """The expanded content of a policy file, or None with the error recorded. Read as a policy only: a regular
+    file, bounded, and no error quotes what it holds (``policy: /etc/shadow`` printed its lines)."""
+    try:
+        text = safeyaml.read_file(file)
+    except safeyaml.YamlInputError as exc:
+        r.error(path, f"cannot read policy file {str(file)!r} ({exc})")
+        return None
+    try:
+        node = r.expand(safeyaml.load(text), path)
+    except safeyaml.YamlInputError as exc:
+        r.error(path, f"policy file {str(file)!r}: {exc}")
+        return None
+    if not isinstance(node, dict) or not set(map(str, node)) & set(POLICY_KEYS):
+        r.error(path, f"policy file {str(file)!r} is not a policy: expected a mapping with {', '.join(POLICY_KEYS)}")
+        return None
+    return node
 
 
 def _rule(

@@ -91,6 +91,11 @@ MIN_TIMEOUT = 0.01
 # Longest period or timeout accepted: a day. Longer is a typo, and huge values overflow the event loop's timers.
 MAX_PERIOD = 86_400.0
 
+# The largest down_interval.multiplier, and the largest exponent the backoff raises it to: 10**64 is far past any
+# max, and float powers beyond ~2**1023 raise OverflowError instead of growing.
+MAX_BACKOFF_MULTIPLIER = 10.0
+MAX_BACKOFF_EXPONENT = 64
+
 # -- PostgreSQL ----------------------------------------------------------------------------------------------
 
 # How often a running PostgreSQL probe opens a whole new session (startup, authentication, a query) to see that

@@ -8,6 +8,7 @@ counted instead of written.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -71,6 +72,9 @@ class RateLimit:
         return suppressed
 
 
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
 class RepeatFilter(logging.Filter):
     """A logger filter: at most ``burst`` records per ``period`` for each message template of the logger.
 
@@ -98,7 +102,8 @@ class RepeatFilter(logging.Filter):
         if suppressed is None:
             return False
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, OSError):  # accept() out of descriptors: the errno says it all, the traceback nothing
+        if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:  # accept() out of descriptors: the errno
+            # says it all, the traceback nothing, and a client can cause one per connection attempt
             record.msg = f"{record.getMessage()} ({exc})"
             record.args, record.exc_info, record.exc_text = None, None, None
         if suppressed:

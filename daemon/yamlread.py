@@ -3,7 +3,7 @@
 ``Reader`` walks a tree, expands ``${VAR}`` / ``${VAR:-default}``, converts values to the types that config
 dataclasses declare (durations, percentages, choices, lists, maps, nested dataclasses), collects every error
 with its path, and remembers the secrets it sees so that they can be masked. ``StrictLoader`` is PyYAML's safe
-loader that refuses duplicate keys.
+loader that refuses duplicate keys (now :class:`failsoft.daemon.safeyaml.BoundedLoader`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union, get_args, get_origin
 
-import yaml
-
-from failsoft.daemon.limits import MAX_DURATION_CHARS
+from failsoft.daemon.limits import CONFIG_MAX_ERRORS, CONFIG_MAX_STRING, MAX_DURATION_CHARS
 from failsoft.daemon.redact import url_password
+from failsoft.daemon.safeyaml import BoundedLoader
 from failsoft.probes.options import DURATION, SECRET
 
 _ENV_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -90,12 +89,18 @@ class Reader:
         self.env = env
         self.errors: list[str] = []
         self.secrets: set[str] = set()
+        self.dropped = 0  # problems beyond CONFIG_MAX_ERRORS: counted, not listed
+        self._paths: set[str] = set()  # paths with an error (a set: 20,000 unknown keys were quadratic)
 
     def error(self, path: str, message: str) -> None:
         """Record one problem; only the first per path, since later ones follow from it."""
-        head = f"{path}: " if path else ""
-        if not path or not any(e.startswith(head) for e in self.errors):
-            self.errors.append(head + message)
+        if path and path in self._paths:
+            return
+        self._paths.add(path)
+        if len(self.errors) >= CONFIG_MAX_ERRORS:
+            self.dropped += 1
+            return
+        self.errors.append((f"{path}: " if path else "") + message)
 
     # -- ${VAR} substitution, applied to every string before it is read -----------------------------------
 
@@ -124,7 +129,11 @@ class Reader:
                 self.error(path, f"environment variable {name} is not set (set it, or write ${{{name}:-default}})")
             return ""
 
-        return _ENV_RE.sub(sub, text)
+        text = _ENV_RE.sub(sub, text)
+        if len(text) > CONFIG_MAX_STRING:  # a 10 MB admin_token would be copied and scanned by every redaction
+            self.error(path, f"is {len(text)} characters long; at most {CONFIG_MAX_STRING} are allowed")
+            return ""
+        return text
 
     # -- typed values -------------------------------------------------------------------------------------
 
@@ -260,7 +269,14 @@ def optional(hint: Any) -> bool:
     return get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint)
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.$*-]{1,64}")
+
+
 def join(path: str, key: str) -> str:
+    """``path.key``; a key that is not a plain name is shown quoted and cut, so no error line quotes a long or
+    strange text from the file (a policy file that is really /etc/shadow)."""
+    if not _PLAIN_KEY.fullmatch(key):
+        key = repr(key[:32] + ("..." if len(key) > 32 else ""))
     return f"{path}.{key}" if path else key
 
 
@@ -273,29 +289,15 @@ def type_name(node: Any) -> str:
 def show(node: Any) -> str:
     if isinstance(node, dict | list) or node is None:
         return type_name(node)
-    text = repr(node)
+    text = repr(node[:60] if isinstance(node, str) else node)
     return text if len(text) <= 60 else text[:57] + "...'"
 
 
 def unknown_key(key: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1)
+    close = difflib.get_close_matches(key[:64], allowed, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
     return f"unknown key{hint} (expected one of: {', '.join(sorted(allowed))})"
 
 
-class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: with plain YAML the last one silently wins."""
-
-
-def _no_duplicates(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
-        seen[key] = key_node.start_mark.line
-    return dict(loader.construct_mapping(node, deep=deep))
-
-
-StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+# The loader config files are read with; kept under its old name for callers of this module.
+StrictLoader = BoundedLoader

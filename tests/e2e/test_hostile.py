@@ -366,17 +366,3 @@ def test_malformed_queries_and_requests_are_400_with_the_error_body(
     output = d.output()[offset:]
     assert "Traceback" not in output
     assert '"level":"error"' not in output
-
-
-def test_the_old_quadratic_redaction_input_is_masked_and_bounded() -> None:
-    """The redactor keeps harmless protocol text ("Invalid header token") readable and still masks credentials,
-    on inputs of the attack's shape (letters, colons, schemes repeated thousands of times)."""
-    from failsoft.daemon.logguard import bounded
-    from failsoft.daemon.redact import Redactor
-
-    r = bounded(Redactor(["s3cr3t-value"]))
-    assert r("400, message: Invalid header token: b'x'") == "400, message: Invalid header token: b'x'"
-    assert r("postgresql://u:pw@h/db and s3cr3t-value") == "postgresql://u:***@h/db and ***"
-    for unit in ("a", "a:", "a://", "a://b:", "password ", "Bearer "):
-        out = r("GET /" + unit * (60_000 // len(unit)) + "\0")
-        assert len(out) < 4200
