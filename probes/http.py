@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import aiohttp
+from yarl import URL
 
 from failsoft.policies.classify import http_status
 from failsoft.probes.base import Outcome, ProbeFailure, ProbeHooks
 
 MAX_BODY = 4096  # the status says enough; never buffer a large body
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,22 +58,57 @@ class HttpProbe:
         self._owns_session = self._session is None
 
     async def check(self) -> Outcome:
-        """One request; the body is read up to a few KiB so the connection can be reused."""
+        """One request under one deadline, redirects included; the body is read up to a few KiB so the connection
+        can be reused."""
         if self._session is None:
             self._session = client_session()
         o = self._options
-        try:
-            async with self._session.request(
-                o.method, o.url, headers=o.headers, ssl=o.tls_verify, max_redirects=5,
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-            ) as resp:
+        deadline = time.monotonic() + self._timeout
+        url, method, headers = URL(o.url), o.method, o.headers
+        origin = _origin(url)
+        # Redirects are followed here, not by aiohttp: aiohttp strips only Authorization when a redirect leaves
+        # the origin, and a configured X-Api-Key went along to whatever host the Location named.
+        for _ in range(MAX_REDIRECTS + 1):
+            timeout = aiohttp.ClientTimeout(total=max(0.001, deadline - time.monotonic()))
+            async with self._session.request(method, url, headers=headers, ssl=o.tls_verify, allow_redirects=False,
+                                             timeout=timeout) as resp:
+                location = resp.headers.get("Location")
+                if resp.status in _REDIRECTS and location:
+                    url = _redirect_target(url, location)
+                    if not _same_origin(origin, url):
+                        headers = {}  # the configured headers never leave the configured origin (nor come back)
+                    if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
+                        method = "GET"  # as browsers and aiohttp do
+                    continue
                 await resp.content.read(MAX_BODY)
                 return http_status(resp.status, resp.headers, time.time(), self._expected)
-        except aiohttp.TooManyRedirects as exc:
-            raise ProbeFailure("redirect_loop", "more than 5 redirects") from exc
+        raise ProbeFailure("redirect_loop", f"more than {MAX_REDIRECTS} redirects")
 
     async def aclose(self) -> None:
         """Close the client session if this probe opened it (a shared one is closed by its owner)."""
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _origin(url: URL) -> tuple[str, str | None, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def _same_origin(origin: tuple[str, str | None, int | None], url: URL) -> bool:
+    """Same scheme, host and port; or the same host upgraded from http to https (its default port)."""
+    scheme, host, port = origin
+    if url.host != host:
+        return False
+    return (url.scheme, url.port) == (scheme, port) or (scheme == "http" and url.scheme == "https")
+
+
+def _redirect_target(current: URL, location: str) -> URL:
+    """The absolute URL a redirect names; a Location that is not a URL is a bad answer."""
+    try:
+        target = current.join(URL(location))
+    except (ValueError, TypeError):
+        raise ProbeFailure("bad_response", "a redirect without a usable Location") from None
+    if target.scheme not in ("http", "https") or not target.host:
+        raise ProbeFailure("bad_response", "a redirect to something that is not an http(s) URL")
+    return target
