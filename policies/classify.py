@@ -57,6 +57,23 @@ ERRNO_REASONS: Mapping[int, str] = {
 }
 
 
+# PostgreSQL's answers to a session startup that mean "up, but admitting no new session" (SQLSTATE -> reason).
+# Seen by a new session while the kept one works, each is `degraded`: the running sessions (the app's pools)
+# still work. Without a working session only too_many_connections stays `degraded` (the server answers and
+# serves the clients it has; every replica must publish the same for it); the others are failures.
+POSTGRES_REFUSALS: Mapping[str, str] = {
+    "53300": "too_many_connections",  # too many clients already; slots reserved for superusers; a role's limit
+    "57P03": "starting_up",  # the database system is starting up / shutting down / not accepting connections
+    "55000": "not_accepting_connections",  # database "x" is not currently accepting connections
+}
+POSTGRES_REFUSALS_DEGRADED_ALONE = frozenset({"too_many_connections"})
+
+
+def postgres_refusal(sqlstate: str) -> str | None:
+    """The reason for a session startup refused with ``sqlstate``, or None if that is not a refusal."""
+    return POSTGRES_REFUSALS.get(sqlstate)
+
+
 def causes(exc: BaseException) -> Iterator[BaseException]:
     """``exc`` and what caused it (``__cause__``, ``__context__``, aiohttp's ``os_error``), without loops."""
     seen: set[int] = set()

@@ -1,16 +1,17 @@
-"""``kind: postgres``: one kept monitoring connection, a real query, the role and the replication lag."""
+"""``kind: postgres``: one kept monitoring connection, a real query, the role and the replication lag, and a
+periodic new session to see that the server still admits clients."""
 
 from __future__ import annotations
 
 import asyncio
-import ssl
-import struct
-import urllib.parse
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import asyncpg
 
+from failsoft.daemon.limits import POSTGRES_SESSION_CHECK_PERIOD
+from failsoft.policies.classify import POSTGRES_REFUSALS_DEGRADED_ALONE, postgres_refusal
 from failsoft.probes.base import OK, Outcome, ProbeFailure, ProbeHooks, degraded
 from failsoft.probes.options import Duration
 
@@ -29,8 +30,14 @@ SELECT 1 AS ok,
 """
 
 _AUTH_ERRORS = (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
-# The SSLRequest message: length 8, code 80877103. The server answers one byte, S or N, before any startup packet.
-SSL_REQUEST = struct.pack("!ii", 8, 80877103)
+
+
+class SessionRefused(Exception):
+    """The server answered a new session's startup with a refusal (``too many clients already``, ...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,76 +58,90 @@ class PostgresOptions:
 
 
 class PostgresProbe:
-    """Keeps one connection; a drop between checks calls ``hooks.connection_lost`` for an immediate re-probe."""
+    """Keeps one connection; a drop between checks calls ``hooks.connection_lost`` for an immediate re-probe.
 
-    def __init__(self, options: PostgresOptions, timeout: float, hooks: ProbeHooks) -> None:
+    The kept connection cannot see that the server refuses new sessions (``max_connections`` reached, a
+    postmaster that is stopped while its old backends answer): so every ``session_check_period`` seconds a check
+    also opens a whole new session (startup, authentication) and closes it. A refusal is ``degraded`` (reason
+    ``too_many_connections`` and the like: the server is up and its sessions work, but no new client gets in); a
+    session that cannot be opened at all is a failure. After either, every check opens one until it succeeds,
+    so the failures are consecutive and the recovery is seen at once. The cost: one backend fork per period (and,
+    with ``log_connections=on``, the server's log lines for it), not one per probe.
+    """
+
+    def __init__(self, options: PostgresOptions, timeout: float, hooks: ProbeHooks,
+                 session_check_period: float = POSTGRES_SESSION_CHECK_PERIOD) -> None:
         self._options = options
         self._timeout = timeout
         self._hooks = hooks
         self._conn: Any = None
-        self._address = listen_address(options.dsn)
+        self._session_check_period = session_check_period
+        self._next_session_check = 0.0  # time.monotonic(); 0: at the first check
 
     async def check(self) -> Outcome:
-        """Run the query on the kept connection (connecting first if needed) and, at the same time, make sure
-        the server still accepts new clients."""
+        """Run the query on the kept connection (connecting first if needed) and, when due, at the same time,
+        make sure the server still admits new sessions."""
         try:
             conn = self._conn
             if conn is None or conn.is_closed():
                 conn = await self._connect()
-            row, _ = await asyncio.gather(conn.fetchrow(QUERY, timeout=self._timeout), self._accepts_clients())
+            if time.monotonic() >= self._next_session_check:
+                row, refusal = await asyncio.gather(conn.fetchrow(QUERY, timeout=self._timeout),
+                                                    self._admits_new_sessions())
+            else:
+                row, refusal = await conn.fetchrow(QUERY, timeout=self._timeout), None
+        except SessionRefused as exc:  # no session at all: only a full server is still "up" (see classify)
+            if exc.reason in POSTGRES_REFUSALS_DEGRADED_ALONE:
+                return degraded(exc.reason, str(exc))
+            raise ProbeFailure(exc.reason, str(exc)) from exc
         except asyncpg.ConnectionDoesNotExistError as exc:
             self._drop()
             raise ProbeFailure("connection_closed", str(exc)) from exc
         except BaseException:  # includes the scheduler's cancellation at the deadline
             self._drop()
             raise
-        return self._judge(row["in_recovery"], row["lag_s"], lag_known=row["lag_known"])
+        outcome = self._judge(row["in_recovery"], row["lag_s"], lag_known=row["lag_known"])
+        return refusal if refusal is not None and outcome.verdict is OK.verdict else outcome
 
-    async def _connect(self) -> Any:
-        self._drop()
+    async def _open(self, application_name: str) -> Any:
+        """A new session; ProbeFailure (auth, a missing database: fatal) or SessionRefused if not admitted."""
         try:
-            conn = await asyncpg.connect(
+            return await asyncpg.connect(
                 self._options.dsn,
                 timeout=self._timeout,
                 command_timeout=self._timeout,
-                server_settings={"application_name": "failsoft"},
+                server_settings={"application_name": application_name},
             )
         except _AUTH_ERRORS as exc:
             raise ProbeFailure("auth", f"authentication failed: {exc}", fatal=True) from exc
         except asyncpg.InvalidCatalogNameError as exc:
             raise ProbeFailure("misconfigured", str(exc), fatal=True) from exc
-        except asyncpg.TooManyConnectionsError as exc:
-            raise ProbeFailure("too_many_connections", str(exc)) from exc
-        except asyncpg.CannotConnectNowError as exc:
-            raise ProbeFailure("starting_up", str(exc)) from exc
+        except asyncpg.PostgresError as exc:
+            reason = postgres_refusal(str(getattr(exc, "sqlstate", "") or ""))
+            if reason is None:
+                raise
+            raise SessionRefused(reason, f"the server admits no new session: {exc}") from exc
+
+    async def _connect(self) -> Any:
+        self._drop()
+        conn = await self._open("failsoft")
         conn.add_termination_listener(self._on_terminated)
         self._conn = conn
+        self._next_session_check = time.monotonic() + self._session_check_period  # it just admitted one
         return conn
 
-    async def _accepts_clients(self) -> None:
-        """One SSLRequest round trip on a new connection, as pg_isready-style checks do.
-
-        The kept connection's backend outlives a stopped or wedged postmaster and keeps answering, while no new
-        client gets in: the postmaster must accept and fork to answer this. After the answer the client leaves
-        before sending a startup packet (after a TLS handshake when the answer is S), which the server does not
-        log.
-        """
-        if self._address is None:
-            return
-        host, port = self._address
-        if host.startswith("/"):
-            reader, writer = await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
-        else:
-            reader, writer = await asyncio.open_connection(host, port)
+    async def _admits_new_sessions(self) -> Outcome | None:
+        """None when a new session is admitted; ``degraded`` when refused. Raises when none can be opened."""
         try:
-            writer.write(SSL_REQUEST)
-            answer = await reader.readexactly(1)
-            if answer == b"S":
-                await writer.start_tls(_NO_VERIFY)  # only to leave politely: nothing is sent over it
-            elif answer != b"N":
-                raise ProbeFailure("bad_response", f"the server answered {answer!r} to an SSLRequest")
-        finally:
-            writer.close()
+            conn = await self._open("failsoft-session-check")
+        except SessionRefused as exc:
+            return degraded(exc.reason, str(exc))
+        try:
+            await conn.close(timeout=self._timeout)  # a graceful goodbye: the server logs no "unexpected EOF"
+        except (OSError, TimeoutError, asyncpg.PostgresError):
+            conn.terminate()
+        self._next_session_check = time.monotonic() + self._session_check_period
+        return None
 
     def _judge(self, in_recovery: bool, lag_s: Any, *, lag_known: bool = True) -> Outcome:
         role = self._options.role
@@ -152,34 +173,3 @@ class PostgresProbe:
     async def aclose(self) -> None:
         """Terminate the kept connection."""
         self._drop()
-
-
-def listen_address(dsn: str) -> tuple[str, int] | None:
-    """(host or socket directory, port) of the first host in a ``postgresql://`` DSN, or None if it has none."""
-    try:
-        url = urllib.parse.urlsplit(dsn)
-    except ValueError:
-        return None
-    first = url.netloc.rpartition("@")[2].split(",")[0]  # libpq allows host1:port1,host2:port2
-    if first.startswith("["):
-        host, _, rest = first[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    else:
-        host, _, port_text = first.partition(":")
-    query = urllib.parse.parse_qs(url.query)
-    host = (query.get("host") or [urllib.parse.unquote(host)])[0].split(",")[0]
-    port_text = (query.get("port") or [port_text or "5432"])[0].split(",")[0]
-    if not host or not port_text.isdigit():
-        return None
-    return host, int(port_text)
-
-
-def _no_verify_context() -> ssl.SSLContext:
-    # The TLS session carries no data and no credentials: it exists only so that the server sees a clean goodbye.
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-_NO_VERIFY = _no_verify_context()

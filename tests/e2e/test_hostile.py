@@ -69,12 +69,12 @@ def hostile_daemon(tmp_path: Path, postgres: Any, redis_server: Any) -> Iterator
     """Start a daemon probing the shared (healthy) PostgreSQL as ``db`` and Redis as ``cache``, built-in policy."""
     started: list[LimitedDaemon] = []
 
-    def start(nofile: tuple[int, int] | None = None, extra: str = "") -> LimitedDaemon:
+    def start(nofile: tuple[int, int] | None = None, extra: str = "", db_dsn: str | None = None) -> LimitedDaemon:
         text = f"""
 http: {{listen: "127.0.0.1:0"}}
 {extra}
 dependencies:
-  db: {{kind: postgres, dsn: "{postgres.dsn}"}}
+  db: {{kind: postgres, dsn: "{db_dsn or postgres.dsn}"}}
   cache: {{kind: redis, url: "{redis_server.url}"}}
 """
         d = LimitedDaemon(text, tmp_path, nofile)
@@ -366,3 +366,40 @@ def test_malformed_queries_and_requests_are_400_with_the_error_body(
     output = d.output()[offset:]
     assert "Traceback" not in output
     assert '"level":"error"' not in output
+
+
+async def _fill(dsn: str) -> list[Any]:
+    """Open sessions until PostgreSQL refuses one with "too many clients"."""
+    import asyncpg
+
+    held = []
+    while True:
+        try:
+            held.append(await asyncpg.connect(dsn, timeout=10))
+        except asyncpg.TooManyConnectionsError:
+            return held
+        assert len(held) < 500, "the server never refused a session"
+
+
+def test_a_running_daemon_sees_postgres_refusing_new_clients(
+    hostile_daemon: Callable[..., LimitedDaemon], own_postgres: Any,
+) -> None:
+    """A PostgreSQL filled to max_connections while the daemon runs (its kept connection works) is published as
+    db degraded with reason too_many_connections within 10 s (15 s allowed here), and healthy again once
+    sessions are admitted. Before, a running daemon said healthy while a new one said down."""
+    import asyncio
+
+    d = hostile_daemon(db_dsn=own_postgres.dsn)
+    loop = asyncio.new_event_loop()
+    held = loop.run_until_complete(_fill(own_postgres.dsn))
+    try:
+        start = time.monotonic()
+        state = d.wait_state(lambda s: s["dependencies"]["db"]["state"] == "degraded", 15,
+                             "db degraded while the server is full")
+        print(f"\n  {len(held)} sessions fill the server; seen after {time.monotonic() - start:.1f}s")
+        assert state["dependencies"]["db"]["reason"] == "too_many_connections"
+    finally:
+        for conn in held:
+            conn.terminate()
+        loop.close()
+    d.wait_state(lambda s: s["dependencies"]["db"]["state"] == "healthy", 15, "db healthy once admitted again")

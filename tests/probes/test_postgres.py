@@ -24,7 +24,7 @@ from failsoft.daemon.scheduler import DependencyScheduler
 from failsoft.devtools.localservers import PostgresServer, ServerError, free_port
 from failsoft.policies.classify import exception_reason
 from failsoft.probes.base import OK, Outcome, ProbeFailure, ProbeHooks, Verdict
-from failsoft.probes.postgres import PostgresOptions, PostgresProbe, listen_address
+from failsoft.probes.postgres import PostgresOptions, PostgresProbe
 
 TIMEOUT = 2.0
 T = TypeVar("T")
@@ -303,10 +303,11 @@ async def _degraded(probe: PostgresProbe) -> Outcome | None:
 async def test_a_stopped_postmaster_is_a_hang_even_though_the_kept_connection_answers(own_postgres: Any) -> None:
     """SIGSTOP to the postmaster alone (the pid in postmaster.pid): the kept connection's backend lives on and
     answers, but no new client gets in. The check must not report that server as fine: it hangs until the
-    scheduler's deadline, and answers again once the postmaster resumes."""
+    scheduler's deadline, and answers again once the postmaster resumes. (With a session check on every probe
+    here; the default period is covered in test_postgres_sessions.py.)"""
     if not hasattr(own_postgres, "proc"):
         pytest.skip("needs a local postmaster process to stop (containers pause as a whole)")
-    probe = make_probe(own_postgres.dsn)
+    probe = PostgresProbe(PostgresOptions(own_postgres.dsn), TIMEOUT, Hook().hooks(), session_check_period=0)
     try:
         assert (await probe.check()).verdict is Verdict.OK
         os.kill(own_postgres.proc.pid, signal.SIGSTOP)
@@ -319,17 +320,3 @@ async def test_a_stopped_postmaster_is_a_hang_even_though_the_kept_connection_an
         assert outcome.verdict is Verdict.OK
     finally:
         await probe.aclose()
-
-
-@pytest.mark.parametrize(("dsn", "address"), [
-    ("postgresql://u:p@db.internal:6432/app", ("db.internal", 6432)),
-    ("postgres://u@127.0.0.1/app", ("127.0.0.1", 5432)),
-    ("postgresql://u@[::1]:5433/app", ("::1", 5433)),
-    ("postgresql://u@h1:5000,h2:5001/app", ("h1", 5000)),  # libpq's several hosts: the first is checked
-    ("postgresql://u:p%40ss@h/app?port=x", None),
-    ("postgresql:///app?host=/var/run/postgresql&port=5434", ("/var/run/postgresql", 5434)),
-    ("postgresql:///app", None),
-])
-def test_the_acceptance_check_targets_the_first_host_of_the_dsn(dsn: str, address: tuple[str, int] | None) -> None:
-    """The address of the new-client check comes from the DSN; without one, that check is skipped."""
-    assert listen_address(dsn) == address
