@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -163,6 +164,15 @@ class GuardedSite(web.BaseSite):
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._protocol, self._host, self._port, backlog=self._backlog, reuse_address=True)
+        # asyncio uses one number both as the kernel's queue of connections not yet accepted and as how many it
+        # accepts per loop iteration. The second must stay small (see limits); the first may be long, so that a
+        # burst of clients waits in the kernel (costing no descriptor) instead of retrying its SYN a second later.
+        for listening in self._server.sockets:
+            twin = socket.fromfd(listening.fileno(), listening.family, listening.type)
+            try:
+                twin.listen(limits.HTTP_LISTEN_QUEUE)
+            finally:
+                twin.close()
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         log.info("connection_limits", max_connections=self.max_connections, fd_limit=soft,
                  fd_reserve=limits.FD_RESERVE, idle_timeout=limits.HTTP_IDLE_TIMEOUT)

@@ -30,11 +30,15 @@ HTTP_MAX_CONNECTIONS = 12_000
 # accepts (see HTTP_ACCEPT_BACKLOG). The HTTP server never holds more than (soft RLIMIT_NOFILE - FD_RESERVE)
 # connections, so a flood of clients cannot make a probe fail with EMFILE and publish a false outage.
 FD_RESERVE = 256
-# The listen backlog, which is also how many connections asyncio accepts in one loop iteration before the cap
+# How many connections asyncio accepts in one loop iteration (asyncio's `backlog`) before the cap
 # sees any of them (the protocol is made in the next iteration, and a closed connection's descriptor is freed one
 # iteration after close()): at most 2 x HTTP_ACCEPT_BACKLOG descriptors are in flight beyond the cap, so
 # FD_RESERVE = 2 x 64 for them + 128 for the probes.
 HTTP_ACCEPT_BACKLOG = 64
+# The kernel's queue of connections not yet accepted (the listen backlog proper, capped by net.core.somaxconn):
+# long, since a queued connection costs the daemon no descriptor, and a full queue makes clients retry a second
+# later.
+HTTP_LISTEN_QUEUE = 4096
 # Below this many connections the server would be useless; the daemon refuses to start instead.
 HTTP_MIN_CONNECTIONS = 16
 # The soft RLIMIT_NOFILE the daemon raises itself to at start (never above the hard limit): every connection the
