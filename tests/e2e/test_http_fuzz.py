@@ -87,9 +87,11 @@ ODD = st.sampled_from([b"", b"\x00", b"\xff\xfe", b"\xc2\xb2", b"%00", b"%FF", b
 BYTES = st.binary(max_size=40)
 PIECE = st.one_of(ODD, BYTES, st.sampled_from([b"1", b"30s", b"5m", b"0", b"W/\"1\"", b"*", b"text/plain; version=abc",
                                                b"application/openmetrics-text", b"Bearer " + TOKEN.encode()]))
-PATHS = st.sampled_from([b"/service-level", b"/service-level/events", b"/history", b"/healthz", b"/readyz",
-                         b"/metrics", b"/override", b"/", b"/nope", b"*"])
-PARAMS = st.sampled_from([b"index", b"wait", b"limit", b"x", b""])
+# Weighted towards the endpoints that parse their query (and /metrics, which parses Accept).
+PATHS = st.sampled_from([b"/service-level", b"/service-level", b"/service-level", b"/history", b"/history",
+                         b"/metrics", b"/metrics", b"/service-level/events", b"/healthz", b"/readyz", b"/override",
+                         b"/", b"/nope", b"*"])
+PARAMS = st.sampled_from([b"index", b"wait", b"limit", b"index", b"wait", b"limit", b"x", b""])
 HEADER_NAMES = st.one_of(st.sampled_from([b"Accept", b"If-None-Match", b"Last-Event-ID", b"Authorization",
                                           b"Content-Type", b"Accept-Encoding", b"X-Forwarded-For", b"Cookie"]),
                          BYTES)
@@ -103,7 +105,8 @@ def sometimes_broken(good: st.SearchStrategy[T], broken: st.SearchStrategy[T]) -
 
 GOOD_VALUES = st.sampled_from([b"1", b"30s", b"5m", b"0", b"W/\"1\"", b"*", b"text/plain; version=abc",
                                b"application/openmetrics-text", b"Bearer " + TOKEN.encode(), b"Bearer nope",
-                               b"application/json", b"gzip", b"text/html", b"x"])
+                               b"application/json", b"gzip", b"text/html", b"x", b"\xc2\xb2", b"9" * 5000,
+                               b"1" * 3000 + b"x", b"nan", b"-1"])
 
 
 BODIES = [b'{"level": "cache_only", "ttl": "1s"}', b'{"level": "nope"}', b"[" * 3000 + b"]" * 3000,
