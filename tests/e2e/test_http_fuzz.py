@@ -90,7 +90,8 @@ PIECE = st.one_of(ODD, BYTES, st.sampled_from([b"1", b"30s", b"5m", b"0", b"W/\"
 # Weighted towards the endpoints that parse their query (and /metrics, which parses Accept).
 PATHS = st.sampled_from([b"/service-level", b"/service-level", b"/service-level", b"/history", b"/history",
                          b"/metrics", b"/metrics", b"/service-level/events", b"/healthz", b"/readyz", b"/override",
-                         b"/", b"/nope", b"*"])
+                         b"/report", b"/ofrep/v1/evaluate/flags", b"/ofrep/v1/evaluate/flags/service-level",
+                         b"/ofrep/v1/evaluate/flags/%FF", b"/", b"/nope", b"*"])
 PARAMS = st.sampled_from([b"index", b"wait", b"limit", b"index", b"wait", b"limit", b"x", b""])
 HEADER_NAMES = st.one_of(st.sampled_from([b"Accept", b"If-None-Match", b"Last-Event-ID", b"Authorization",
                                           b"Content-Type", b"Accept-Encoding", b"X-Forwarded-For", b"Cookie"]),
@@ -110,6 +111,7 @@ GOOD_VALUES = st.sampled_from([b"1", b"30s", b"5m", b"0", b"W/\"1\"", b"*", b"te
 
 
 BODIES = [b'{"level": "cache_only", "ttl": "1s"}', b'{"level": "nope"}', b"[" * 3000 + b"]" * 3000,
+          b'{"dependency": "nope", "ok": false}', b'[{"dependency": 1}]', b'{"context": {"a": [[[[1]]]]}}',
           b'{"ttl": 1e999}', b'{"level": "cache_only", "ttl": "' + b"9" * 3000 + b'"}', b"\xff\xfe{}",
           b'{"reason": "' + b"x" * 5000 + b'"}']
 
