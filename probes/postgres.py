@@ -4,6 +4,7 @@ periodic new session to see that the server still admits clients."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -11,7 +12,12 @@ from typing import Any, Literal
 import asyncpg
 
 from failsoft.daemon.limits import POSTGRES_SESSION_CHECK_PERIOD
-from failsoft.policies.classify import POSTGRES_REFUSALS_DEGRADED_ALONE, postgres_refusal
+from failsoft.policies.classify import (
+    POSTGRES_REFUSALS_DEGRADED_ALONE,
+    error_text,
+    exception_reason,
+    postgres_refusal,
+)
 from failsoft.probes.base import OK, Outcome, ProbeFailure, ProbeHooks, degraded
 from failsoft.probes.options import Duration
 
@@ -62,11 +68,13 @@ class PostgresProbe:
 
     The kept connection cannot see that the server refuses new sessions (``max_connections`` reached, a
     postmaster that is stopped while its old backends answer): so every ``session_check_period`` seconds a check
-    also opens a whole new session (startup, authentication) and closes it. A refusal is ``degraded`` (reason
+    also starts opening a whole new session (startup, authentication, goodbye) beside it, and the next check
+    reports what came of it. It runs beside the checks, not inside one, so its cost (a backend fork, a password
+    exchange: a few round trips) never counts in the probe's latency. A refusal is ``degraded`` (reason
     ``too_many_connections`` and the like: the server is up and its sessions work, but no new client gets in); a
-    session that cannot be opened at all is a failure. After either, every check opens one until it succeeds,
-    so the failures are consecutive and the recovery is seen at once. The cost: one backend fork per period (and,
-    with ``log_connections=on``, the server's log lines for it), not one per probe.
+    session that cannot be opened at all (refused, timed out) fails the check. After either, every check starts
+    one until one succeeds, so the failures are consecutive and the recovery is seen at once. The cost: one new
+    session per period (and, with ``log_connections=on``, the server's log lines for it), not one per probe.
     """
 
     def __init__(self, options: PostgresOptions, timeout: float, hooks: ProbeHooks,
@@ -77,19 +85,19 @@ class PostgresProbe:
         self._conn: Any = None
         self._session_check_period = session_check_period
         self._next_session_check = 0.0  # time.monotonic(); 0: at the first check
+        self._session_check: asyncio.Task[Outcome | None] | None = None
+        self._refusal: Outcome | None = None  # the last session check's refusal, until one is admitted
 
     async def check(self) -> Outcome:
-        """Run the query on the kept connection (connecting first if needed) and, when due, at the same time,
-        make sure the server still admits new sessions."""
+        """Run the query on the kept connection (connecting first if needed); report the last new-session check
+        and start the next one when it is due."""
         try:
             conn = self._conn
             if conn is None or conn.is_closed():
                 conn = await self._connect()
-            if time.monotonic() >= self._next_session_check:
-                row, refusal = await asyncio.gather(conn.fetchrow(QUERY, timeout=self._timeout),
-                                                    self._admits_new_sessions())
-            else:
-                row, refusal = await conn.fetchrow(QUERY, timeout=self._timeout), None
+            failure = self._session_check_result()
+            self._start_session_check()
+            row = await conn.fetchrow(QUERY, timeout=self._timeout)
         except SessionRefused as exc:  # no session at all: only a full server is still "up" (see classify)
             if exc.reason in POSTGRES_REFUSALS_DEGRADED_ALONE:
                 return degraded(exc.reason, str(exc))
@@ -100,8 +108,30 @@ class PostgresProbe:
         except BaseException:  # includes the scheduler's cancellation at the deadline
             self._drop()
             raise
+        if failure is not None:
+            reason, fatal = exception_reason(failure)  # a changed password is as fatal here as when connecting
+            raise ProbeFailure(reason, f"a new session could not be opened: {error_text(failure)}",
+                               fatal=fatal) from failure
         outcome = self._judge(row["in_recovery"], row["lag_s"], lag_known=row["lag_known"])
-        return refusal if refusal is not None and outcome.verdict is OK.verdict else outcome
+        return self._refusal if self._refusal is not None and outcome.verdict is OK.verdict else outcome
+
+    def _session_check_result(self) -> BaseException | None:
+        """Take the finished session check's result: keep its refusal, return its failure (None if it passed)."""
+        task = self._session_check
+        if task is None or not task.done():
+            return None
+        self._session_check = None
+        if task.cancelled():
+            return None
+        if (exc := task.exception()) is not None:
+            return exc
+        self._refusal = task.result()
+        return None
+
+    def _start_session_check(self) -> None:
+        if self._session_check is None and time.monotonic() >= self._next_session_check:
+            self._session_check = asyncio.get_running_loop().create_task(self._admits_new_sessions(),
+                                                                         name="postgres-session-check")
 
     async def _open(self, application_name: str) -> Any:
         """A new session; ProbeFailure (auth, a missing database: fatal) or SessionRefused if not admitted."""
@@ -127,21 +157,29 @@ class PostgresProbe:
         conn = await self._open("failsoft")
         conn.add_termination_listener(self._on_terminated)
         self._conn = conn
-        self._next_session_check = time.monotonic() + self._session_check_period  # it just admitted one
+        self._refusal = None  # it just admitted one
+        self._next_session_check = time.monotonic() + self._session_check_period
         return conn
 
     async def _admits_new_sessions(self) -> Outcome | None:
-        """None when a new session is admitted; ``degraded`` when refused. Raises when none can be opened."""
+        """None when a new session is admitted; ``degraded`` when refused. Raises when none can be opened (a
+        timeout included). After a refusal or a failure the next check starts another at once."""
+        self._next_session_check = float("inf")  # no other one while this one runs
+        admitted = False
         try:
-            conn = await self._open("failsoft-session-check")
-        except SessionRefused as exc:
-            return degraded(exc.reason, str(exc))
-        try:
-            await conn.close(timeout=self._timeout)  # a graceful goodbye: the server logs no "unexpected EOF"
-        except (OSError, TimeoutError, asyncpg.PostgresError):
-            conn.terminate()
-        self._next_session_check = time.monotonic() + self._session_check_period
-        return None
+            async with asyncio.timeout(self._timeout):
+                try:
+                    conn = await self._open("failsoft-session-check")
+                except SessionRefused as exc:
+                    return degraded(exc.reason, str(exc))
+            admitted = True
+            try:
+                await conn.close(timeout=self._timeout)  # a goodbye: the server logs no "unexpected EOF"
+            except (OSError, TimeoutError, asyncpg.PostgresError):
+                conn.terminate()
+            return None
+        finally:
+            self._next_session_check = time.monotonic() + self._session_check_period if admitted else 0.0
 
     def _judge(self, in_recovery: bool, lag_s: Any, *, lag_known: bool = True) -> Outcome:
         role = self._options.role
@@ -171,5 +209,10 @@ class PostgresProbe:
             conn.terminate()  # never await a graceful close: it can hang on a stopped server
 
     async def aclose(self) -> None:
-        """Terminate the kept connection."""
+        """Terminate the kept connection and stop a session check under way."""
         self._drop()
+        task, self._session_check = self._session_check, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
