@@ -84,9 +84,24 @@ class _Handler(RequestHandler):
     client_errors: RateLimit
     live: dict[RequestHandler, None]
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start serving, with a deadline for the first request's head. Recent aiohttp also starts its keep-alive
+        timer at connection time (aio-libs/aiohttp#13681); older releases start it only after a first answer, so
+        a silent or slowloris client would be held for ever: this holds whichever is installed."""
+        super().connection_made(transport)
+        self._first_request_timer = asyncio.get_running_loop().call_later(
+            limits.HTTP_IDLE_TIMEOUT, self._first_request_overdue)
+
+    def _first_request_overdue(self) -> None:
+        if not getattr(self, "_request_count", 1):  # no complete request head parsed yet
+            self.force_close()
+
     def connection_lost(self, exc: BaseException | None) -> None:
         """The connection ended: it no longer counts against the cap."""
         self.live.pop(self, None)
+        timer = getattr(self, "_first_request_timer", None)
+        if timer is not None:
+            timer.cancel()
         super().connection_lost(exc)
 
     def handle_error(
