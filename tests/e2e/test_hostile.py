@@ -404,3 +404,30 @@ def test_a_running_daemon_sees_postgres_refusing_new_clients(
             conn.terminate()
         loop.close()
     d.wait_state(lambda s: s["dependencies"]["db"]["state"] == "healthy", 15, "db healthy once admitted again")
+
+
+def test_when_every_connection_is_busy_a_new_one_gets_a_503(hostile_daemon: Callable[..., LimitedDaemon]) -> None:
+    """With a descriptor limit of 300 the cap is 44 connections. 44 event streams (busy: never evicted) fill it;
+    the next client gets 503 with the error body ``too_many_connections`` at once instead of waiting, and is
+    served again once a stream ends."""
+    d = hostile_daemon(nofile=(300, 300))
+    [limits] = [x for x in d.lines() if x.get("event") == "connection_limits"]
+    cap = limits["max_connections"]
+    assert cap == 300 - 256
+    streams = []
+    try:
+        for _ in range(cap):
+            s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+            s.sendall(b"GET /service-level/events HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(12) == b"HTTP/1.1 200"  # its answer has begun: the stream is open
+            streams.append(s)
+        answer = raw_exchange(d.port, b"GET /service-level HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
+        assert b'"code":"too_many_connections"' in answer
+    finally:
+        streams.pop().close()
+    try:
+        wait_for(lambda: d.get("/service-level")[0] == 200, 10, what="an answer once a stream closed")
+    finally:
+        for s in streams:
+            s.close()
