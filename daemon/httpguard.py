@@ -161,6 +161,7 @@ class GuardedSite(web.BaseSite):
         self._client_errors = RateLimit()
         self._refusals = RateLimit()
         self.refused = 0
+        self.fd_limit = 0
         self.evicted = 0
 
     @property
@@ -188,9 +189,7 @@ class GuardedSite(web.BaseSite):
                 twin.listen(limits.HTTP_LISTEN_QUEUE)
             finally:
                 twin.close()
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        log.info("connection_limits", max_connections=self.max_connections, fd_limit=soft,
-                 fd_reserve=limits.FD_RESERVE, idle_timeout=limits.HTTP_IDLE_TIMEOUT)
+        self.fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # the daemon's "listening" line says both
 
     def _protocol(self) -> asyncio.BaseProtocol:
         server = self._runner.server

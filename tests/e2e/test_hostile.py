@@ -282,13 +282,14 @@ def test_a_flood_of_idle_connections_does_not_take_the_probes_descriptors(
 
 def test_the_daemon_raises_its_own_soft_descriptor_limit(hostile_daemon: Callable[..., LimitedDaemon]) -> None:
     """Started with a soft RLIMIT_NOFILE of 256 under a hard limit of 4096, the daemon raises its soft limit to
-    the hard one (the common 1024 default was exhausted by 1,100 clients), and says so in its log."""
+    the hard one (the common 1024 default was exhausted by 1,100 clients), and says so in its ``listening`` line
+    with the connection cap that follows from it."""
     d = hostile_daemon(nofile=(256, 4096))
     assert d.proc is not None
     limits = Path(f"/proc/{d.proc.pid}/limits").read_text()
     [line] = [x for x in limits.splitlines() if x.startswith("Max open files")]
     assert line.split()[3:5] == ["4096", "4096"]
-    [logged] = [x for x in d.lines() if x.get("event") == "connection_limits"]
+    [logged] = [x for x in d.lines() if x.get("event") == "listening"]
     assert logged["fd_limit"] == 4096
     assert logged["max_connections"] == 4096 - 256
 
@@ -411,7 +412,7 @@ def test_when_every_connection_is_busy_a_new_one_gets_a_503(hostile_daemon: Call
     the next client gets 503 with the error body ``too_many_connections`` at once instead of waiting, and is
     served again once a stream ends."""
     d = hostile_daemon(nofile=(300, 300))
-    [limits] = [x for x in d.lines() if x.get("event") == "connection_limits"]
+    [limits] = [x for x in d.lines() if x.get("event") == "listening"]
     cap = limits["max_connections"]
     assert cap == 300 - 256
     streams = []
