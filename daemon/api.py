@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from failsoft.daemon import cors, limits
+from failsoft.daemon import cors, httpdeadline, limits
 from failsoft.daemon.config import Config
 from failsoft.daemon.hub import Hub, Published
 from failsoft.daemon.identity import etag_matches, index_is_current, parse_index
@@ -124,7 +124,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 def build_app(runtime: Runtime, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
     """The aiohttp application with every route."""
-    app = web.Application(middlewares=[json_errors], client_max_size=limits.HTTP_MAX_BODY)
+    app = web.Application(middlewares=[json_errors, httpdeadline.body_deadline], client_max_size=limits.HTTP_MAX_BODY)
     app[RUNTIME] = runtime
     app.add_routes([
         web.get("/service-level", service_level),

@@ -14,6 +14,9 @@ from __future__ import annotations
 # longer ones with 400; our URLs are short and a browser's Cookie header for 127.0.0.1 stays well below 8 KiB.
 HTTP_MAX_LINE = 8190
 HTTP_MAX_FIELD = 8190
+# A request with a body (POST, PUT, PATCH, DELETE) must be handled, body included, within this: a body trickled
+# a byte at a time would otherwise hold its connection, busy and so never evicted, for ever (408 at the deadline).
+HTTP_BODY_TIMEOUT = 10.0
 # More headers than any real client sends: each is parsed and kept in memory for the life of the request.
 HTTP_MAX_HEADERS = 100
 # Largest request body (override and report bodies); aiohttp answers 413 above it without buffering more.

@@ -432,3 +432,30 @@ def test_when_every_connection_is_busy_a_new_one_gets_a_503(hostile_daemon: Call
     finally:
         for s in streams:
             s.close()
+
+
+def test_a_trickled_request_body_is_cut_off_with_a_408(hostile_daemon: Callable[..., LimitedDaemon]) -> None:
+    """A POST whose body arrives a byte a second (to the OFREP endpoint, which needs no token) gets a 408 with
+    the error body once HTTP_BODY_TIMEOUT (10 s) has passed, and its connection is closed: a connection busy with
+    a request is never evicted at the cap, so an endless body would hold it for ever."""
+    d = hostile_daemon()
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", d.port), timeout=30) as s:
+        s.sendall(b"POST /ofrep/v1/evaluate/flags HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 1000\r\n\r\n{")
+        s.settimeout(1.0)
+        answer = b""
+        while time.monotonic() - start < 40 and b'"}}' not in answer:
+            with contextlib.suppress(OSError):
+                s.sendall(b" ")
+            try:
+                chunk = s.recv(4096)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            answer += chunk
+    status_line = answer.split(b"\r\n", 1)[0]
+    print(f"\n  answered after {time.monotonic() - start:.1f}s: {status_line!r}")
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b'"code":"request_timeout"' in answer
