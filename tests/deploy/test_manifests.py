@@ -74,12 +74,12 @@ def only(docs: list[dict[str, Any]], kind: str, name_prefix: str = "") -> dict[s
 
 
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
-    """The pod template's spec of a Deployment or StatefulSet."""
+    """The pod template's spec of a Deployment, StatefulSet or DaemonSet."""
     return workload["spec"]["template"]["spec"]  # type: ignore[no-any-return]
 
 
 def sidecar_of(deployment: dict[str, Any]) -> dict[str, Any]:
-    """The failsoft init container of a Deployment."""
+    """The failsoft init container of a workload."""
     found: list[dict[str, Any]] = [c for c in pod_spec(deployment).get("initContainers", []) if c["name"] == SIDECAR]
     assert len(found) == 1, f"{key(deployment)} has {len(found)} init containers named {SIDECAR}"
     return found[0]
@@ -143,14 +143,12 @@ def test_plain_manifest_is_the_current_render_of_the_example(rendered: list[dict
         assert committed[ident] == doc, f"{ident} differs from the render: run deploy/k8s/render.sh"
 
 
-def test_component_adds_the_sidecar_to_any_deployment_and_keeps_its_own_parts(tmp_path: Path) -> None:
-    """The component patches a Deployment that has its own init containers and volumes without
-    dropping them, puts failsoft first, and leaves other workload kinds alone."""
-    (tmp_path / "workloads.yaml").write_text(
-        """
+# One workload of each kind the component serves, each with its own init container and volume.
+WORKLOADS = {
+    "Deployment": """
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: shop}
+metadata: {name: shop, labels: {app.kubernetes.io/name: shop}}
 spec:
   selector: {matchLabels: {app: shop}}
   template:
@@ -162,46 +160,106 @@ spec:
           image: "shop:1.0.0"
           volumeMounts: [{name: cache, mountPath: /cache}]
       volumes: [{name: cache, emptyDir: {}}]
----
+""",
+    "StatefulSet": """
 apiVersion: apps/v1
 kind: StatefulSet
-metadata: {name: queue}
+metadata: {name: ledger}
 spec:
-  serviceName: queue
-  selector: {matchLabels: {app: queue}}
+  serviceName: ledger
+  selector: {matchLabels: {app: ledger}}
   template:
-    metadata: {labels: {app: queue}}
+    metadata: {labels: {app: ledger}}
     spec:
-      containers: [{name: queue, image: "queue:1.0.0"}]
+      initContainers: [{name: migrate, image: "ledger:1.0.0", command: [migrate]}]
+      containers:
+        - name: ledger
+          image: "ledger:1.0.0"
+          volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+    - metadata: {name: data}
+      spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
 """,
-        encoding="utf-8",
-    )
-    (tmp_path / "failsoft.yaml").write_text("service: shop\n", encoding="utf-8")
-    (tmp_path / "kustomization.yaml").write_text(
+    "DaemonSet": """
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      initContainers: [{name: setup, image: "agent:1.0.0", command: [setup]}]
+      containers:
+        - name: agent
+          image: "agent:1.0.0"
+          volumeMounts: [{name: logs, mountPath: /var/log/agent}]
+      volumes: [{name: logs, hostPath: {path: /var/log/agent}}]
+""",
+}
+# A workload of the same kustomization that opts out with the component's label.
+OPTED_OUT = """
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: cache, labels: {failsoft/sidecar: "false"}}
+spec:
+  serviceName: cache
+  selector: {matchLabels: {app: cache}}
+  template:
+    metadata: {labels: {app: cache}}
+    spec:
+      containers: [{name: cache, image: "cache:1.0.0"}]
+"""
+
+
+def include_component(directory: Path, resources: str, **extra: Any) -> list[dict[str, Any]]:
+    """Write a kustomization of ``resources`` that lists the component and generates its ConfigMap under
+    ``namePrefix: team-``, and render it."""
+    (directory / "workloads.yaml").write_text(resources, encoding="utf-8")
+    (directory / "failsoft.yaml").write_text("service: shop\n", encoding="utf-8")
+    (directory / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {
                 "resources": ["workloads.yaml"],
-                "components": [os.path.relpath(COMPONENT, tmp_path)],
+                "components": [os.path.relpath(COMPONENT, directory)],
                 "configMapGenerator": [{"name": "failsoft-config", "files": ["failsoft.yaml"]}],
                 "namePrefix": "team-",
+                **extra,
             }
         ),
         encoding="utf-8",
     )
-    docs = kustomize(tmp_path)
-    deployment = only(docs, "Deployment")
-    spec = pod_spec(deployment)
-    assert [c["name"] for c in spec["initContainers"]] == [SIDECAR, "migrate"]
-    assert [c["name"] for c in spec["containers"]] == ["web"]
-    volumes = {v["name"]: v for v in spec["volumes"]}
-    assert set(volumes) == {"cache", "failsoft-config", "failsoft-tmp"}
+    return kustomize(directory)
+
+
+@pytest.mark.parametrize("kind", sorted(WORKLOADS))
+def test_component_adds_the_sidecar_to_each_workload_kind_and_keeps_its_own_parts(kind: str, tmp_path: Path) -> None:
+    """The component patches a Deployment, a StatefulSet and a DaemonSet that have their own init containers
+    and volumes without dropping them, puts failsoft first, follows namePrefix to the generated ConfigMap, and
+    the result passes strict validation for each Kubernetes version; a workload labelled
+    `failsoft/sidecar: "false"` in the same kustomization is left alone."""
+    docs = include_component(tmp_path, WORKLOADS[kind] + "---" + OPTED_OUT)
+    workload = only(docs, kind, "team-" + yaml.safe_load(WORKLOADS[kind])["metadata"]["name"])
+    spec = pod_spec(workload)
+    own_init = yaml.safe_load(WORKLOADS[kind])["spec"]["template"]["spec"]["initContainers"][0]["name"]
+    assert [c["name"] for c in spec["initContainers"]] == [SIDECAR, own_init]
+    assert len(spec["containers"]) == 1 and spec["containers"][0]["name"] != SIDECAR
+    assert sidecar_of(workload)["restartPolicy"] == "Always"
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    own_volumes = {v["name"] for v in yaml.safe_load(WORKLOADS[kind])["spec"]["template"]["spec"].get("volumes", [])}
+    assert set(volumes) == own_volumes | {"failsoft-config", "failsoft-tmp"}
+    if kind == "StatefulSet":
+        assert [c["metadata"]["name"] for c in workload["spec"]["volumeClaimTemplates"]] == ["data"]
     # The reference follows the generated, prefixed and hashed ConfigMap name.
-    assert volumes["failsoft-config"]["configMap"]["name"] == only(docs, "ConfigMap")["metadata"]["name"]
-    assert volumes["failsoft-config"]["configMap"]["name"].startswith("team-failsoft-config-")
-    assert "initContainers" not in pod_spec(only(docs, "StatefulSet"))
+    config_map = only(docs, "ConfigMap")["metadata"]["name"]
+    assert config_map.startswith("team-failsoft-config-")
+    assert volumes["failsoft-config"]["configMap"]["name"] == config_map
+    opted_out = only(docs, "StatefulSet", "team-cache")
+    assert "initContainers" not in pod_spec(opted_out) and "volumes" not in pod_spec(opted_out)
     kv = require("kubernetes_validate")
     for version in K8S_VERSIONS:
-        kv.validate(deployment, version, strict=True)
+        for doc in docs:
+            kv.validate(doc, version, strict=True)
 
 
 # --- Schemas -----------------------------------------------------------------------------------
