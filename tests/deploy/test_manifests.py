@@ -24,6 +24,8 @@ import pytest
 import yaml
 from support import require_tool
 
+from failsoft.daemon.config import load_config
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -390,13 +392,60 @@ def quantity(text: str) -> float:
     return float(match[1]) * units.get(match[2] or "", 1)
 
 
-def test_the_config_listens_where_probes_and_prometheus_connect(
-    config: dict[str, Any], sidecar: dict[str, Any]
-) -> None:
-    """The sidecar's config listens on all interfaces, on the container port the probes use."""
-    host, _, port = config["http"]["listen"].rpartition(":")
+def pod_env(workload: dict[str, Any], container: dict[str, Any], pod_name: str) -> dict[str, str]:
+    """The environment the kubelet gives ``container`` of a pod named ``pod_name`` from the workload's
+    template: literal values, and the downward API's metadata.name and metadata.labels['...'] (a missing
+    label gives an empty value). envFrom is left out."""
+    labels = workload["spec"]["template"]["metadata"].get("labels", {})
+    env: dict[str, str] = {}
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+            continue
+        path = var["valueFrom"]["fieldRef"]["fieldPath"]
+        label = re.fullmatch(r"metadata\.labels\['([^']+)'\]", path)
+        assert path == "metadata.name" or label, f"{var['name']}: unexpected fieldPath {path}"
+        env[var["name"]] = pod_name if path == "metadata.name" else labels.get(label[1], "")  # type: ignore[index]
+    return env
+
+
+def test_the_component_sets_the_deploy_time_settings_from_the_pod(app: dict[str, Any], sidecar: dict[str, Any]) -> None:
+    """The sidecar gets FAILSOFT_LISTEN on all interfaces at its container port, FAILSOFT_SERVICE from the
+    pod's app.kubernetes.io/name label and FAILSOFT_POD from the pod's name, all through `env`, which wins
+    over envFrom's Secret keys."""
+    by_name = {var["name"]: var for var in sidecar["env"]}
+    assert set(by_name) == {"FAILSOFT_LISTEN", "FAILSOFT_SERVICE", "FAILSOFT_POD"}
+    host, _, port = by_name["FAILSOFT_LISTEN"]["value"].rpartition(":")
     assert host == "0.0.0.0"
     assert int(port) == sidecar["ports"][0]["containerPort"]
+    assert by_name["FAILSOFT_SERVICE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.labels['app.kubernetes.io/name']"}
+    }
+    assert by_name["FAILSOFT_POD"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "app.kubernetes.io/name" in app["spec"]["template"]["metadata"]["labels"]
+
+
+def test_one_config_map_serves_every_pod(
+    app: dict[str, Any], sidecar: dict[str, Any], config_map: dict[str, Any], secret_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The ConfigMap holds nothing pod-specific (no http.listen, no service, no pod): the daemon, given the
+    environment of the example pod, listens on all interfaces at the container port and publishes under
+    the app's label, which is the same on every replica."""
+    text = config_map["data"][CONFIG_KEY]
+    assert not {"service", "pod"} & set(yaml.safe_load(text)) and "listen" not in yaml.safe_load(text)["http"]
+    path = tmp_path / CONFIG_KEY
+    path.write_text(text, encoding="utf-8")
+    label = app["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+    for pod_name in (f"{label}-7d9f8c-x2v4q", f"{label}-7d9f8c-k8m2p"):
+        config = load_config(path, env=secret_env | pod_env(app, sidecar, pod_name))
+        assert (config.http.host, config.http.port) == ("0.0.0.0", sidecar["ports"][0]["containerPort"])
+        assert config.service == label
+    # Without the label the variable is empty, which counts as unset: the host name, never an empty service.
+    unlabelled = {**app, "spec": {"template": {"metadata": {"labels": {}}}}}
+    env = pod_env(unlabelled, sidecar, "pod-1")
+    assert env["FAILSOFT_SERVICE"] == ""
+    assert load_config(path, env=secret_env | env).service not in ("", label)
 
 
 def credential_fields(config: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -441,18 +490,23 @@ def test_the_config_map_holds_the_example_config_file(config_map: dict[str, Any]
 
 
 def test_check_config_accepts_the_config_map_config(
-    config_map: dict[str, Any], secret_env: dict[str, str], tmp_path: Path
+    app: dict[str, Any], sidecar: dict[str, Any], config_map: dict[str, Any], secret_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     """`failsoft check-config` exits 0 on the config embedded in the ConfigMap, given the environment
-    the pod gets from the example Secret (placeholder values)."""
+    the pod gets from the example Secret (placeholder values) and the component's env, and says where the
+    listen address and the service came from."""
     path = tmp_path / CONFIG_KEY
     path.write_text(config_map["data"][CONFIG_KEY], encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAILSOFT_")} | secret_env
+    env |= pod_env(app, sidecar, "checkout-api-7d9f8c-x2v4q")
     done = subprocess.run(
         [sys.executable, "-m", "failsoft", "check-config", str(path)],
         capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, f"check-config exit {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    assert "http.listen: 0.0.0.0:8765 from FAILSOFT_LISTEN" in done.stdout + done.stderr
+    assert "service: checkout-api from FAILSOFT_SERVICE" in done.stdout + done.stderr
 
 
 def test_podmonitor_scrapes_the_sidecar_of_the_example_pods(
