@@ -426,7 +426,10 @@ def test_the_component_sets_the_deploy_time_settings_from_the_pod(app: dict[str,
 
 
 def test_one_config_map_serves_every_pod(
-    app: dict[str, Any], sidecar: dict[str, Any], config_map: dict[str, Any], secret_env: dict[str, str],
+    app: dict[str, Any],
+    sidecar: dict[str, Any],
+    config_map: dict[str, Any],
+    secret_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
     """The ConfigMap holds nothing pod-specific (no http.listen, no service, no pod): the daemon, given the
@@ -490,7 +493,10 @@ def test_the_config_map_holds_the_example_config_file(config_map: dict[str, Any]
 
 
 def test_check_config_accepts_the_config_map_config(
-    app: dict[str, Any], sidecar: dict[str, Any], config_map: dict[str, Any], secret_env: dict[str, str],
+    app: dict[str, Any],
+    sidecar: dict[str, Any],
+    config_map: dict[str, Any],
+    secret_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
     """`failsoft check-config` exits 0 on the config embedded in the ConfigMap, given the environment
