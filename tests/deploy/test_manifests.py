@@ -298,7 +298,7 @@ def test_every_manifest_passes_strict_schema_validation(version: str) -> None:
         except kv.ValidationError as error:
             pytest.fail(f"{origin} ({doc['kind']}) is invalid for {version}: {error.message}")
         checked.append(doc["kind"])
-    assert {"Deployment", "ConfigMap", "Secret", "Service", "StatefulSet", "Namespace"} <= set(checked)
+    assert {"Deployment", "ConfigMap", "Secret", "Service", "StatefulSet", "Namespace", "NetworkPolicy"} <= set(checked)
 
 
 def test_port_names_fit_the_api_servers_rules(rendered: list[dict[str, Any]]) -> None:
@@ -525,6 +525,48 @@ def test_podmonitor_scrapes_the_sidecar_of_the_example_pods(
     assert [(e["port"], e["path"]) for e in monitor["spec"]["podMetricsEndpoints"]] == [
         (sidecar["ports"][0]["name"], "/metrics")
     ]
+
+
+def port_ranges(ports: list[dict[str, Any]], protocol: str) -> set[int]:
+    """Every port number that a NetworkPolicy rule's ``ports`` admit for ``protocol`` (numbers only)."""
+    admitted: set[int] = set()
+    for port in ports:
+        if port.get("protocol", "TCP") == protocol:
+            assert isinstance(port["port"], int), f"named port {port['port']} in the NetworkPolicy"
+            admitted |= set(range(port["port"], port.get("endPort", port["port"]) + 1))
+    return admitted
+
+
+def test_network_policy_admits_only_prometheus_to_the_sidecar_and_keeps_the_apps_ports_open(
+    rendered: list[dict[str, Any]], app: dict[str, Any], sidecar: dict[str, Any]
+) -> None:
+    """The example's NetworkPolicy selects the app's pods and filters ingress only; the sidecar's port is
+    admitted from Prometheus' pods alone, and every other TCP and UDP port from anywhere, so the policy,
+    which isolates the pods, does not cut the app's own traffic."""
+    policy = only(rendered, "NetworkPolicy")
+    labels = app["spec"]["template"]["metadata"]["labels"]
+    assert policy["metadata"]["namespace"] == app["metadata"]["namespace"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    port = sidecar["ports"][0]["containerPort"]
+    everything = set(range(1, 65536))
+    open_to_all: dict[str, set[int]] = {"TCP": set(), "UDP": set()}
+    for rule in policy["spec"]["ingress"]:
+        tcp = port_ranges(rule["ports"], "TCP")
+        if port in tcp:
+            assert tcp == {port}, "the sidecar's rule admits other ports too"
+            assert rule["from"] == [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                }
+            ]
+        else:
+            assert "from" not in rule, "a rule for the app's ports limits their sources"
+            for protocol in open_to_all:
+                open_to_all[protocol] |= port_ranges(rule["ports"], protocol)
+    assert open_to_all["TCP"] == everything - {port}
+    assert open_to_all["UDP"] == everything
 
 
 # --- Dockerfile --------------------------------------------------------------------------------
