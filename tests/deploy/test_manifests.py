@@ -25,6 +25,7 @@ import yaml
 from support import require_tool
 
 from failsoft.daemon.config import load_config
+from failsoft.daemon.streamcap import DEFAULT_MAX_STREAMS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -382,6 +383,23 @@ def test_sidecar_requests_little_and_caps_memory_not_cpu(sidecar: dict[str, Any]
     assert set(resources["limits"]) == {"memory"}
     assert quantity(resources["requests"]["cpu"]) <= 0.1
     assert quantity(resources["requests"]["memory"]) <= quantity(resources["limits"]["memory"]) <= 256 * 2**20
+
+
+# tests/bench/sse_memory.py on a 2-core machine, CPython 3.11, three dependencies (docs/kubernetes.md, "Sizing").
+MEASURED_BASE_MIB = 56.4
+MEASURED_STREAM_KIB = 17.8
+
+
+def test_memory_limit_holds_the_configs_stream_cap(sidecar: dict[str, Any], config: dict[str, Any]) -> None:
+    """The sidecar's memory limit holds the daemon at the example config's stream cap (the default when the
+    config does not set http.max_streams) at the measured cost per idle stream, with 10 % to spare; the
+    measured figures are the ones docs/kubernetes.md states."""
+    cap = config["http"].get("max_streams", DEFAULT_MAX_STREAMS)
+    needed_mib = MEASURED_BASE_MIB + cap * MEASURED_STREAM_KIB / 1024
+    limit_mib = quantity(sidecar["resources"]["limits"]["memory"]) / 2**20
+    assert limit_mib >= needed_mib * 1.1, f"{limit_mib} MiB cannot hold {cap} streams ({needed_mib:.0f} MiB)"
+    docs = (ROOT / "docs" / "kubernetes.md").read_text(encoding="utf-8")
+    assert f"{MEASURED_BASE_MIB} MiB" in docs and f"{MEASURED_STREAM_KIB} KiB" in docs
 
 
 def quantity(text: str) -> float:
