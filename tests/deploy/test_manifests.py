@@ -265,6 +265,45 @@ def test_component_adds_the_sidecar_to_each_workload_kind_and_keeps_its_own_part
             kv.validate(doc, version, strict=True)
 
 
+def secret_ref(docs: list[dict[str, Any]]) -> str:
+    """The name of the Secret the sidecar of the (single) Deployment loads with envFrom."""
+    refs = [e["secretRef"]["name"] for e in sidecar_of(only(docs, "Deployment"))["envFrom"] if "secretRef" in e]
+    assert len(refs) == 1, refs
+    return refs[0]
+
+
+def test_name_prefix_renames_the_secret_reference_only_when_kustomize_emits_the_secret(tmp_path: Path) -> None:
+    """What docs/kubernetes.md says about namePrefix and the Secret: with a Secret made outside Kustomize
+    (`kubectl create secret`, an operator) the sidecar keeps asking for `failsoft-secrets`, prefix or not;
+    a secretGenerator in the same kustomization is renamed and the reference follows it; an overlay patch
+    of envFrom names any Secret, and Kustomize leaves that name alone."""
+    deployment = WORKLOADS["Deployment"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert secret_ref(include_component(outside, deployment)) == "failsoft-secrets"
+
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    (generated / "failsoft-secrets.env").write_text("FAILSOFT_ADMIN_TOKEN=placeholder\n", encoding="utf-8")
+    generator = {"name": "failsoft-secrets", "envs": ["failsoft-secrets.env"]}
+    docs = include_component(generated, deployment, secretGenerator=[generator])
+    secret = only(docs, "Secret")["metadata"]["name"]
+    assert secret.startswith("team-failsoft-secrets-") and secret_ref(docs) == secret
+
+    patched = tmp_path / "patched"
+    patched.mkdir()
+    patch = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "shop"},
+        "spec": {"template": {"spec": {"initContainers": [
+            {"name": SIDECAR, "envFrom": [{"secretRef": {"name": "shop-failsoft-secrets"}}]}
+        ]}}},
+    }  # fmt: skip
+    docs = include_component(patched, deployment, patches=[{"patch": yaml.safe_dump(patch)}])
+    assert secret_ref(docs) == "shop-failsoft-secrets"
+
+
 # --- Schemas -----------------------------------------------------------------------------------
 
 
