@@ -23,6 +23,7 @@ from failsoft.daemon.deprecations import DEPRECATIONS, Deprecation, apply_deprec
 from failsoft.daemon.envoverride import apply_env_overrides
 from failsoft.daemon.lint import config_warnings
 from failsoft.daemon.redact import Redactor, url_password
+from failsoft.daemon.streamcap import DEFAULT_MAX_STREAMS, read_max_streams
 from failsoft.daemon.yamlread import Reader, join, parse_listen, show, type_name
 from failsoft.policies.rules import DEFAULT_LEVELS, MATCHERS, Condition, Policy, Rule
 from failsoft.probes import KINDS
@@ -98,6 +99,7 @@ class HttpSettings:
     admin_token: str = ""
     report_token: str = ""  # bearer token for POST /report from other hosts; loopback peers need none
     cors_origins: tuple[str, ...] = ()  # web origins that may read the GET endpoints (daemon/cors.py)
+    max_streams: int = DEFAULT_MAX_STREAMS  # open event streams at most (daemon/streamcap.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +197,8 @@ def _build(r: Reader, data: Any, base_dir: Path) -> Config | None:
     top = r.mapping(r.expand(data, ""), "", TOP_KEYS)
     service = top.get("service") or r.env.get("FAILSOFT_SERVICE") or socket.gethostname()
     service = r.value(str, service, "service")
-    http = _http(r, r.mapping(top.get("http"), "http", ["listen", "admin_token", "report_token", "cors_origins"]))
+    http = _http(r, r.mapping(top.get("http"), "http",
+                              ["listen", "admin_token", "report_token", "cors_origins", "max_streams"]))
     log = r.dataclass(LogSettings, r.mapping(top.get("log"), "log", ["level", "format"]), "log")
     defaults_node = r.mapping(top.get("defaults"), "defaults", SETTINGS_KEYS)
     defaults = r.dataclass(ProbeSettings, defaults_node, "defaults", ProbeSettings()) or ProbeSettings()
@@ -241,7 +244,8 @@ def _http(r: Reader, node: dict[str, Any]) -> HttpSettings | None:
                 f"{type_name(origins)}")
         origins = []
     cors = tuple(_origin(r, o, f"http.cors_origins[{i}]") for i, o in enumerate(origins))
-    return HttpSettings(host=host, port=port, admin_token=token, report_token=report_token, cors_origins=cors)
+    return HttpSettings(host=host, port=port, admin_token=token, report_token=report_token, cors_origins=cors,
+                        max_streams=read_max_streams(r, node))
 
 
 def _origin(r: Reader, text: object, path: str) -> str:

@@ -21,6 +21,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
 
 from apps import bench_apps
+from sse_memory import bench_sse_memory
 from support import DaemonProcess
 
 from failsoft.daemon import logs
@@ -194,6 +195,7 @@ def main() -> None:
         asyncio.run(bench_longpoll(pg))  # type: ignore[arg-type]
         bench_detection(pg, rd)  # type: ignore[arg-type]
         bench_apps(rd.url, row, note)
+        bench_sse_memory(pg.dsn, rd.url, note)
     header = ("measurement", "n", "p50", "p99", "max")
     widths = [max(len(r[i]) for r in [header, *ROWS]) for i in range(5)]
     cpu = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()

@@ -24,6 +24,9 @@ import pytest
 import yaml
 from support import require_tool
 
+from failsoft.daemon.config import load_config
+from failsoft.daemon.streamcap import DEFAULT_MAX_STREAMS
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -74,12 +77,12 @@ def only(docs: list[dict[str, Any]], kind: str, name_prefix: str = "") -> dict[s
 
 
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
-    """The pod template's spec of a Deployment or StatefulSet."""
+    """The pod template's spec of a Deployment, StatefulSet or DaemonSet."""
     return workload["spec"]["template"]["spec"]  # type: ignore[no-any-return]
 
 
 def sidecar_of(deployment: dict[str, Any]) -> dict[str, Any]:
-    """The failsoft init container of a Deployment."""
+    """The failsoft init container of a workload."""
     found: list[dict[str, Any]] = [c for c in pod_spec(deployment).get("initContainers", []) if c["name"] == SIDECAR]
     assert len(found) == 1, f"{key(deployment)} has {len(found)} init containers named {SIDECAR}"
     return found[0]
@@ -143,14 +146,12 @@ def test_plain_manifest_is_the_current_render_of_the_example(rendered: list[dict
         assert committed[ident] == doc, f"{ident} differs from the render: run deploy/k8s/render.sh"
 
 
-def test_component_adds_the_sidecar_to_any_deployment_and_keeps_its_own_parts(tmp_path: Path) -> None:
-    """The component patches a Deployment that has its own init containers and volumes without
-    dropping them, puts failsoft first, and leaves other workload kinds alone."""
-    (tmp_path / "workloads.yaml").write_text(
-        """
+# One workload of each kind the component serves, each with its own init container and volume.
+WORKLOADS = {
+    "Deployment": """
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: shop}
+metadata: {name: shop, labels: {app.kubernetes.io/name: shop}}
 spec:
   selector: {matchLabels: {app: shop}}
   template:
@@ -162,46 +163,145 @@ spec:
           image: "shop:1.0.0"
           volumeMounts: [{name: cache, mountPath: /cache}]
       volumes: [{name: cache, emptyDir: {}}]
----
+""",
+    "StatefulSet": """
 apiVersion: apps/v1
 kind: StatefulSet
-metadata: {name: queue}
+metadata: {name: ledger}
 spec:
-  serviceName: queue
-  selector: {matchLabels: {app: queue}}
+  serviceName: ledger
+  selector: {matchLabels: {app: ledger}}
   template:
-    metadata: {labels: {app: queue}}
+    metadata: {labels: {app: ledger}}
     spec:
-      containers: [{name: queue, image: "queue:1.0.0"}]
+      initContainers: [{name: migrate, image: "ledger:1.0.0", command: [migrate]}]
+      containers:
+        - name: ledger
+          image: "ledger:1.0.0"
+          volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+    - metadata: {name: data}
+      spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
 """,
-        encoding="utf-8",
-    )
-    (tmp_path / "failsoft.yaml").write_text("service: shop\n", encoding="utf-8")
-    (tmp_path / "kustomization.yaml").write_text(
+    "DaemonSet": """
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      initContainers: [{name: setup, image: "agent:1.0.0", command: [setup]}]
+      containers:
+        - name: agent
+          image: "agent:1.0.0"
+          volumeMounts: [{name: logs, mountPath: /var/log/agent}]
+      volumes: [{name: logs, hostPath: {path: /var/log/agent}}]
+""",
+}
+# A workload of the same kustomization that opts out with the component's label.
+OPTED_OUT = """
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: cache, labels: {failsoft/sidecar: "false"}}
+spec:
+  serviceName: cache
+  selector: {matchLabels: {app: cache}}
+  template:
+    metadata: {labels: {app: cache}}
+    spec:
+      containers: [{name: cache, image: "cache:1.0.0"}]
+"""
+
+
+def include_component(directory: Path, resources: str, **extra: Any) -> list[dict[str, Any]]:
+    """Write a kustomization of ``resources`` that lists the component and generates its ConfigMap under
+    ``namePrefix: team-``, and render it."""
+    (directory / "workloads.yaml").write_text(resources, encoding="utf-8")
+    (directory / "failsoft.yaml").write_text("service: shop\n", encoding="utf-8")
+    (directory / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {
                 "resources": ["workloads.yaml"],
-                "components": [os.path.relpath(COMPONENT, tmp_path)],
+                "components": [os.path.relpath(COMPONENT, directory)],
                 "configMapGenerator": [{"name": "failsoft-config", "files": ["failsoft.yaml"]}],
                 "namePrefix": "team-",
+                **extra,
             }
         ),
         encoding="utf-8",
     )
-    docs = kustomize(tmp_path)
-    deployment = only(docs, "Deployment")
-    spec = pod_spec(deployment)
-    assert [c["name"] for c in spec["initContainers"]] == [SIDECAR, "migrate"]
-    assert [c["name"] for c in spec["containers"]] == ["web"]
-    volumes = {v["name"]: v for v in spec["volumes"]}
-    assert set(volumes) == {"cache", "failsoft-config", "failsoft-tmp"}
+    return kustomize(directory)
+
+
+@pytest.mark.parametrize("kind", sorted(WORKLOADS))
+def test_component_adds_the_sidecar_to_each_workload_kind_and_keeps_its_own_parts(kind: str, tmp_path: Path) -> None:
+    """The component patches a Deployment, a StatefulSet and a DaemonSet that have their own init containers
+    and volumes without dropping them, puts failsoft first, follows namePrefix to the generated ConfigMap, and
+    the result passes strict validation for each Kubernetes version; a workload labelled
+    `failsoft/sidecar: "false"` in the same kustomization is left alone."""
+    docs = include_component(tmp_path, WORKLOADS[kind] + "---" + OPTED_OUT)
+    workload = only(docs, kind, "team-" + yaml.safe_load(WORKLOADS[kind])["metadata"]["name"])
+    spec = pod_spec(workload)
+    own_init = yaml.safe_load(WORKLOADS[kind])["spec"]["template"]["spec"]["initContainers"][0]["name"]
+    assert [c["name"] for c in spec["initContainers"]] == [SIDECAR, own_init]
+    assert len(spec["containers"]) == 1 and spec["containers"][0]["name"] != SIDECAR
+    assert sidecar_of(workload)["restartPolicy"] == "Always"
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    own_volumes = {v["name"] for v in yaml.safe_load(WORKLOADS[kind])["spec"]["template"]["spec"].get("volumes", [])}
+    assert set(volumes) == own_volumes | {"failsoft-config", "failsoft-tmp"}
+    if kind == "StatefulSet":
+        assert [c["metadata"]["name"] for c in workload["spec"]["volumeClaimTemplates"]] == ["data"]
     # The reference follows the generated, prefixed and hashed ConfigMap name.
-    assert volumes["failsoft-config"]["configMap"]["name"] == only(docs, "ConfigMap")["metadata"]["name"]
-    assert volumes["failsoft-config"]["configMap"]["name"].startswith("team-failsoft-config-")
-    assert "initContainers" not in pod_spec(only(docs, "StatefulSet"))
+    config_map = only(docs, "ConfigMap")["metadata"]["name"]
+    assert config_map.startswith("team-failsoft-config-")
+    assert volumes["failsoft-config"]["configMap"]["name"] == config_map
+    opted_out = only(docs, "StatefulSet", "team-cache")
+    assert "initContainers" not in pod_spec(opted_out) and "volumes" not in pod_spec(opted_out)
     kv = require("kubernetes_validate")
     for version in K8S_VERSIONS:
-        kv.validate(deployment, version, strict=True)
+        for doc in docs:
+            kv.validate(doc, version, strict=True)
+
+
+def secret_ref(docs: list[dict[str, Any]]) -> str:
+    """The name of the Secret the sidecar of the (single) Deployment loads with envFrom."""
+    refs = [e["secretRef"]["name"] for e in sidecar_of(only(docs, "Deployment"))["envFrom"] if "secretRef" in e]
+    assert len(refs) == 1, refs
+    return refs[0]
+
+
+def test_name_prefix_renames_the_secret_reference_only_when_kustomize_emits_the_secret(tmp_path: Path) -> None:
+    """What docs/kubernetes.md says about namePrefix and the Secret: with a Secret made outside Kustomize
+    (`kubectl create secret`, an operator) the sidecar keeps asking for `failsoft-secrets`, prefix or not;
+    a secretGenerator in the same kustomization is renamed and the reference follows it; an overlay patch
+    of envFrom names any Secret, and Kustomize leaves that name alone."""
+    deployment = WORKLOADS["Deployment"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert secret_ref(include_component(outside, deployment)) == "failsoft-secrets"
+
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    (generated / "failsoft-secrets.env").write_text("FAILSOFT_ADMIN_TOKEN=placeholder\n", encoding="utf-8")
+    generator = {"name": "failsoft-secrets", "envs": ["failsoft-secrets.env"]}
+    docs = include_component(generated, deployment, secretGenerator=[generator])
+    secret = only(docs, "Secret")["metadata"]["name"]
+    assert secret.startswith("team-failsoft-secrets-") and secret_ref(docs) == secret
+
+    patched = tmp_path / "patched"
+    patched.mkdir()
+    patch = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "shop"},
+        "spec": {"template": {"spec": {"initContainers": [
+            {"name": SIDECAR, "envFrom": [{"secretRef": {"name": "shop-failsoft-secrets"}}]}
+        ]}}},
+    }  # fmt: skip
+    docs = include_component(patched, deployment, patches=[{"patch": yaml.safe_dump(patch)}])
+    assert secret_ref(docs) == "shop-failsoft-secrets"
 
 
 # --- Schemas -----------------------------------------------------------------------------------
@@ -238,7 +338,7 @@ def test_every_manifest_passes_strict_schema_validation(version: str) -> None:
         except kv.ValidationError as error:
             pytest.fail(f"{origin} ({doc['kind']}) is invalid for {version}: {error.message}")
         checked.append(doc["kind"])
-    assert {"Deployment", "ConfigMap", "Secret", "Service", "StatefulSet", "Namespace"} <= set(checked)
+    assert {"Deployment", "ConfigMap", "Secret", "Service", "StatefulSet", "Namespace", "NetworkPolicy"} <= set(checked)
 
 
 def test_port_names_fit_the_api_servers_rules(rendered: list[dict[str, Any]]) -> None:
@@ -324,6 +424,23 @@ def test_sidecar_requests_little_and_caps_memory_not_cpu(sidecar: dict[str, Any]
     assert quantity(resources["requests"]["memory"]) <= quantity(resources["limits"]["memory"]) <= 256 * 2**20
 
 
+# tests/bench/sse_memory.py on a 2-core machine, CPython 3.11, three dependencies (docs/kubernetes.md, "Sizing").
+MEASURED_BASE_MIB = 56.4
+MEASURED_STREAM_KIB = 17.8
+
+
+def test_memory_limit_holds_the_configs_stream_cap(sidecar: dict[str, Any], config: dict[str, Any]) -> None:
+    """The sidecar's memory limit holds the daemon at the example config's stream cap (the default when the
+    config does not set http.max_streams) at the measured cost per idle stream, with 10 % to spare; the
+    measured figures are the ones docs/kubernetes.md states."""
+    cap = config["http"].get("max_streams", DEFAULT_MAX_STREAMS)
+    needed_mib = MEASURED_BASE_MIB + cap * MEASURED_STREAM_KIB / 1024
+    limit_mib = quantity(sidecar["resources"]["limits"]["memory"]) / 2**20
+    assert limit_mib >= needed_mib * 1.1, f"{limit_mib} MiB cannot hold {cap} streams ({needed_mib:.0f} MiB)"
+    docs = (ROOT / "docs" / "kubernetes.md").read_text(encoding="utf-8")
+    assert f"{MEASURED_BASE_MIB} MiB" in docs and f"{MEASURED_STREAM_KIB} KiB" in docs
+
+
 def quantity(text: str) -> float:
     """A Kubernetes resource quantity (``20m``, ``0.5``, ``64Mi``, ``1Gi``) as a plain number."""
     units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 1e3, "M": 1e6, "G": 1e9}
@@ -332,13 +449,63 @@ def quantity(text: str) -> float:
     return float(match[1]) * units.get(match[2] or "", 1)
 
 
-def test_the_config_listens_where_probes_and_prometheus_connect(
-    config: dict[str, Any], sidecar: dict[str, Any]
-) -> None:
-    """The sidecar's config listens on all interfaces, on the container port the probes use."""
-    host, _, port = config["http"]["listen"].rpartition(":")
+def pod_env(workload: dict[str, Any], container: dict[str, Any], pod_name: str) -> dict[str, str]:
+    """The environment the kubelet gives ``container`` of a pod named ``pod_name`` from the workload's
+    template: literal values, and the downward API's metadata.name and metadata.labels['...'] (a missing
+    label gives an empty value). envFrom is left out."""
+    labels = workload["spec"]["template"]["metadata"].get("labels", {})
+    env: dict[str, str] = {}
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+            continue
+        path = var["valueFrom"]["fieldRef"]["fieldPath"]
+        label = re.fullmatch(r"metadata\.labels\['([^']+)'\]", path)
+        assert path == "metadata.name" or label, f"{var['name']}: unexpected fieldPath {path}"
+        env[var["name"]] = pod_name if path == "metadata.name" else labels.get(label[1], "")  # type: ignore[index]
+    return env
+
+
+def test_the_component_sets_the_deploy_time_settings_from_the_pod(app: dict[str, Any], sidecar: dict[str, Any]) -> None:
+    """The sidecar gets FAILSOFT_LISTEN on all interfaces at its container port, FAILSOFT_SERVICE from the
+    pod's app.kubernetes.io/name label and FAILSOFT_POD from the pod's name, all through `env`, which wins
+    over envFrom's Secret keys."""
+    by_name = {var["name"]: var for var in sidecar["env"]}
+    assert set(by_name) == {"FAILSOFT_LISTEN", "FAILSOFT_SERVICE", "FAILSOFT_POD"}
+    host, _, port = by_name["FAILSOFT_LISTEN"]["value"].rpartition(":")
     assert host == "0.0.0.0"
     assert int(port) == sidecar["ports"][0]["containerPort"]
+    assert by_name["FAILSOFT_SERVICE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.labels['app.kubernetes.io/name']"}
+    }
+    assert by_name["FAILSOFT_POD"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "app.kubernetes.io/name" in app["spec"]["template"]["metadata"]["labels"]
+
+
+def test_one_config_map_serves_every_pod(
+    app: dict[str, Any],
+    sidecar: dict[str, Any],
+    config_map: dict[str, Any],
+    secret_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The ConfigMap holds nothing pod-specific (no http.listen, no service, no pod): the daemon, given the
+    environment of the example pod, listens on all interfaces at the container port and publishes under
+    the app's label, which is the same on every replica."""
+    text = config_map["data"][CONFIG_KEY]
+    assert not {"service", "pod"} & set(yaml.safe_load(text)) and "listen" not in yaml.safe_load(text)["http"]
+    path = tmp_path / CONFIG_KEY
+    path.write_text(text, encoding="utf-8")
+    label = app["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+    for pod_name in (f"{label}-7d9f8c-x2v4q", f"{label}-7d9f8c-k8m2p"):
+        config = load_config(path, env=secret_env | pod_env(app, sidecar, pod_name))
+        assert (config.http.host, config.http.port) == ("0.0.0.0", sidecar["ports"][0]["containerPort"])
+        assert config.service == label
+    # Without the label the variable is empty, which counts as unset: the host name, never an empty service.
+    unlabelled = {**app, "spec": {"template": {"metadata": {"labels": {}}}}}
+    env = pod_env(unlabelled, sidecar, "pod-1")
+    assert env["FAILSOFT_SERVICE"] == ""
+    assert load_config(path, env=secret_env | env).service not in ("", label)
 
 
 def credential_fields(config: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -383,18 +550,26 @@ def test_the_config_map_holds_the_example_config_file(config_map: dict[str, Any]
 
 
 def test_check_config_accepts_the_config_map_config(
-    config_map: dict[str, Any], secret_env: dict[str, str], tmp_path: Path
+    app: dict[str, Any],
+    sidecar: dict[str, Any],
+    config_map: dict[str, Any],
+    secret_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     """`failsoft check-config` exits 0 on the config embedded in the ConfigMap, given the environment
-    the pod gets from the example Secret (placeholder values)."""
+    the pod gets from the example Secret (placeholder values) and the component's env, and says where the
+    listen address and the service came from."""
     path = tmp_path / CONFIG_KEY
     path.write_text(config_map["data"][CONFIG_KEY], encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAILSOFT_")} | secret_env
+    env |= pod_env(app, sidecar, "checkout-api-7d9f8c-x2v4q")
     done = subprocess.run(
         [sys.executable, "-m", "failsoft", "check-config", str(path)],
         capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, f"check-config exit {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    assert "http.listen: 0.0.0.0:8765 from FAILSOFT_LISTEN" in done.stdout + done.stderr
+    assert "service: checkout-api from FAILSOFT_SERVICE" in done.stdout + done.stderr
 
 
 def test_podmonitor_scrapes_the_sidecar_of_the_example_pods(
@@ -407,6 +582,48 @@ def test_podmonitor_scrapes_the_sidecar_of_the_example_pods(
     assert [(e["port"], e["path"]) for e in monitor["spec"]["podMetricsEndpoints"]] == [
         (sidecar["ports"][0]["name"], "/metrics")
     ]
+
+
+def port_ranges(ports: list[dict[str, Any]], protocol: str) -> set[int]:
+    """Every port number that a NetworkPolicy rule's ``ports`` admit for ``protocol`` (numbers only)."""
+    admitted: set[int] = set()
+    for port in ports:
+        if port.get("protocol", "TCP") == protocol:
+            assert isinstance(port["port"], int), f"named port {port['port']} in the NetworkPolicy"
+            admitted |= set(range(port["port"], port.get("endPort", port["port"]) + 1))
+    return admitted
+
+
+def test_network_policy_admits_only_prometheus_to_the_sidecar_and_keeps_the_apps_ports_open(
+    rendered: list[dict[str, Any]], app: dict[str, Any], sidecar: dict[str, Any]
+) -> None:
+    """The example's NetworkPolicy selects the app's pods and filters ingress only; the sidecar's port is
+    admitted from Prometheus' pods alone, and every other TCP and UDP port from anywhere, so the policy,
+    which isolates the pods, does not cut the app's own traffic."""
+    policy = only(rendered, "NetworkPolicy")
+    labels = app["spec"]["template"]["metadata"]["labels"]
+    assert policy["metadata"]["namespace"] == app["metadata"]["namespace"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    port = sidecar["ports"][0]["containerPort"]
+    everything = set(range(1, 65536))
+    open_to_all: dict[str, set[int]] = {"TCP": set(), "UDP": set()}
+    for rule in policy["spec"]["ingress"]:
+        tcp = port_ranges(rule["ports"], "TCP")
+        if port in tcp:
+            assert tcp == {port}, "the sidecar's rule admits other ports too"
+            assert rule["from"] == [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                }
+            ]
+        else:
+            assert "from" not in rule, "a rule for the app's ports limits their sources"
+            for protocol in open_to_all:
+                open_to_all[protocol] |= port_ranges(rule["ports"], protocol)
+    assert open_to_all["TCP"] == everything - {port}
+    assert open_to_all["UDP"] == everything
 
 
 # --- Dockerfile --------------------------------------------------------------------------------
