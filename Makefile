@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 PG_GLOB := /usr/lib/postgresql/*/bin/initdb
 
-.PHONY: demo test lint bench servers venv clean help release
+.PHONY: demo test lint bench openapi servers venv clean help release
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -60,6 +60,9 @@ bench: $(STAMP) servers  ## measure probe, publish and HTTP costs; prints a tabl
 release: $(STAMP)  ## sdist, wheel, CycloneDX SBOM and SHA256SUMS in dist/, version from the git tag (docs/releases.md)
 	$(PY) -m pip install -q -e '.[dev]'
 	VENV=$(VENV) .ci/release
+
+openapi: $(STAMP)  ## regenerate docs/openapi.json from the fragments in daemon/openapi/
+	$(PY) -m failsoft.daemon.openapi > docs/openapi.json
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

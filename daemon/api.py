@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,9 @@ from failsoft.policies.model import DependencyStatus
 
 MAX_WAIT = 300.0  # a blocking query waits at most 5 minutes, as Consul's do
 DEFAULT_WAIT = 300.0
+# The durations the HTTP API takes (``wait``, a string ``ttl``), as its OpenAPI description says: a number with an
+# optional unit (``30s``, ``250ms``, ``5m``, ``2h``).
+HTTP_DURATION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,3})?(?:ms|s|m|h)?")
 
 
 @dataclass
@@ -80,6 +84,17 @@ def _query_index(request: web.Request) -> tuple[str | None, int] | None:
     return index
 
 
+def parse_http_duration(raw: str) -> float:
+    """Seconds from an HTTP API duration (``30s``, ``250ms``, ``5m``, ``2h``, ``1.5``); ValueError otherwise.
+
+    Stricter than the config's durations (no spaces, no ``1m30s``, no exponent), so the OpenAPI pattern says
+    exactly what is accepted.
+    """
+    if not HTTP_DURATION.fullmatch(raw):
+        raise ValueError(raw)
+    return parse_duration(raw)
+
+
 async def service_level(request: web.Request) -> web.StreamResponse:
     """``GET /service-level``: the State; 304 on a matching ETag; a blocking query with ``index``/``wait``."""
     rt = request.app[RUNTIME]
@@ -87,7 +102,7 @@ async def service_level(request: web.Request) -> web.StreamResponse:
     wait = DEFAULT_WAIT
     if "wait" in request.query:
         try:
-            wait = min(parse_duration(request.query["wait"]), MAX_WAIT)
+            wait = min(parse_http_duration(request.query["wait"]), MAX_WAIT)
         except ValueError:
             got = request.query["wait"][:40]
             raise web.HTTPBadRequest(text=f"wait must be a duration like 30s or 5m, got {got!r}") from None

@@ -16,7 +16,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from failsoft.daemon import api, httpguard, ofrep, statuspage, stream
+from failsoft.daemon import api, httpguard, ofrep, openapi, statuspage, stream
 from failsoft.daemon.breaker import Breaker
 from failsoft.daemon.clock import Clock, SystemClock
 from failsoft.daemon.config import Config
@@ -88,7 +88,8 @@ class Daemon:
         reports = Reports(config, {s.name: s for s in schedulers}, clock, metrics)
         streams = stream.EventStreams(max_streams=config.http.max_streams)
         app = api.build_app(runtime, [*stream.routes(streams), *metrics.routes(), *ofrep.routes(), *reports.routes(),
-                                      *statuspage.routes(), *extra_routes])
+                                      *statuspage.routes(), *openapi.routes(config.policy.levels),
+                                      *extra_routes])
         # handler_cancellation: a client that hangs up ends its handler at once, so an SSE stream or a long-poll
         # of a departed client releases its subscription now, not at its next keep-alive write.
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,

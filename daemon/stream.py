@@ -16,7 +16,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from failsoft.daemon.api import JSON, RUNTIME, Runtime, error
+from failsoft.daemon.api import JSON, RUNTIME, Runtime, error, parse_http_duration
 from failsoft.daemon.hub import RING_SIZE, Published, PublishedEvent, Subscription, sse_frame, state_id
 from failsoft.daemon.identity import parse_state_id
 from failsoft.daemon.state import OverrideCommand
@@ -253,7 +253,7 @@ def parse_override(body: bytes, levels: tuple[str, ...]) -> tuple[str, float, st
 
 def _ttl(raw: Any) -> float:
     try:
-        ttl = parse_duration(raw)
+        ttl = parse_http_duration(raw) if isinstance(raw, str) else parse_duration(raw)
     except ValueError:
         raise BadRequest(f"ttl must be a duration like 30m or 2h, got {str(raw)[:40]!r}") from None
     if not 0 < ttl <= MAX_TTL:

@@ -281,9 +281,11 @@ async def test_a_change_that_does_not_move_seq_does_not_end_a_blocking_query(api
 
 @pytest.mark.parametrize("query", ["wait=abc", "index=-1", "index=x", "index=1.5", "index=1&wait=-3s",
                                    "index=1&wait=forever", "index=%C2%B2", "index=abc-", "index=-abc-1",
-                                   "index=a-b-1", "index=abc-%EF%BC%91", "index=" + "9" * 40])
+                                   "index=a-b-1", "index=abc-%EF%BC%91", "index=" + "9" * 40,
+                                   "index=1&wait=1e3", "index=1&wait=%205s"])
 async def test_bad_query_parameters_are_400_json(api: Api, query: str) -> None:
-    """Unusable ``index`` or ``wait`` values are refused with a JSON error saying what is wrong."""
+    """Unusable ``index`` or ``wait`` values are refused with a JSON error saying what is wrong (a ``wait`` the
+    OpenAPI pattern does not allow, with an exponent or a space, is refused too)."""
     api.ready()
     resp = await api.client.get(f"/service-level?{query}")
     assert resp.status == 400

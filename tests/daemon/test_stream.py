@@ -494,6 +494,8 @@ async def test_a_wrong_token_is_403_and_changes_nothing(token: str) -> None:
     (b'{"level": "full", "ttl": -5}', "ttl must be a duration"),
     (b'{"level": "full", "ttl": "169h"}', "at most 168h"),
     (b'{"level": "full", "ttl": true}', "ttl must be a duration"),
+    (b'{"level": "full", "ttl": " 5m"}', "ttl must be a duration"),
+    (b'{"level": "full", "ttl": "1e3"}', "ttl must be a duration"),
     (b'{"level": "full", "reason": ""}', "reason must be a non-empty string"),
     (b'{"level": "full", "reason": 7}', "reason must be a non-empty string"),
     (b'{"level": "full", "reason": "' + b"x" * 301 + b'"}', "at most 300 characters"),
