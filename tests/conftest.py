@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faultservers import matrix_lines
 from support import LOG_DIR, SECRETS, DaemonProcess, make_server
 
 
@@ -90,3 +91,8 @@ def pytest_terminal_summary(
     else:
         count = len(list(LOG_DIR.glob("*.log")))
         terminalreporter.line(f"secret check: {len(SECRETS)} secrets, none in {count} daemon logs")
+    matrix = matrix_lines()
+    if matrix:
+        terminalreporter.section("fault matrix (detection times are printed, never asserted)")
+        for line in matrix:
+            terminalreporter.line(line)

@@ -9,7 +9,9 @@ Modes (numeric aliases in brackets): ``healthy``, ``slow`` (``delay`` s), ``hang
 ``forbidden`` [403], ``not_found`` [404], ``rate_limit`` [429] (``retry_after`` s, ``form``: seconds, ms,
 date, gemini, reset, none), ``quota``, ``error`` [500], ``unavailable`` [503], ``overloaded`` [529] (both with
 ``retry-after`` when given ``retry_after``),
-``status`` (any ``status``), ``reset`` (TCP reset), ``bad_json``, ``truncated``, ``huge``, ``redirect_loop``.
+``status`` (any ``status``), ``reset`` (TCP reset), ``bad_json``, ``truncated``, ``huge``, ``redirect_loop``,
+``flaky`` (each answer fails at random with probability ``rate``, default 0.3, in the way mode ``fail`` does,
+default ``error``; ``seed`` makes the sequence repeatable).
 Every mode takes ``duration`` (s, then back to healthy), ``headers`` (extra answer headers) and the
 headroom figures ``limit``, ``remaining``, ``tokens_limit``, ``tokens_remaining``, ``reset`` (s), or
 ``ratelimit: false`` to send none.
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import math
+import random
 import re
 import socket
 import struct
@@ -39,13 +42,13 @@ T = TypeVar("T")
 WIRES = ("openai", "anthropic", "gemini")
 MODES = frozenset({
     "healthy", "slow", "hang", "auth", "forbidden", "not_found", "rate_limit", "quota", "error", "unavailable",
-    "overloaded", "status", "reset", "bad_json", "truncated", "huge", "redirect_loop",
+    "overloaded", "status", "reset", "bad_json", "truncated", "huge", "redirect_loop", "flaky",
 })
 ALIASES = {"401": "auth", "403": "forbidden", "404": "not_found", "429": "rate_limit", "500": "error",
            "503": "unavailable", "529": "overloaded"}
 RETRY_FORMS = ("seconds", "ms", "date", "gemini", "reset", "none")
 _NUMBERS = frozenset({"delay", "retry_after", "limit", "remaining", "tokens_limit", "tokens_remaining", "reset",
-                      "size", "status", "duration"})
+                      "size", "status", "duration", "rate", "seed"})
 _LOG_KEPT = 1000  # requests remembered per provider (the count is kept forever)
 _GEMINI_CALL = re.compile(r"/v1beta/models/[^/]+:generateContent")
 _ENDPOINTS: Mapping[str, Mapping[tuple[str, str], str]] = {
@@ -83,6 +86,7 @@ class _Provider:
     mode: Mode = field(default_factory=Mode)
     count: int = 0
     log: deque[SimRequest] = field(default_factory=lambda: deque(maxlen=_LOG_KEPT))
+    rng: random.Random = field(default_factory=random.Random)
 
     def current(self, now: float) -> Mode:
         if self.mode.until is not None and now >= self.mode.until:
@@ -150,10 +154,19 @@ class ProviderSimulator:
         for key, value in params.items():
             if key in _NUMBERS and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
                 raise ValueError(f"{key} must be a number of at least 0, got {value!r}")
-            if key not in _NUMBERS | {"form", "headers", "ratelimit"}:
+            if key not in _NUMBERS | {"form", "headers", "ratelimit", "fail"}:
                 raise ValueError(f"unknown parameter {key!r}")
         if not isinstance(params.get("headers", {}), dict):
             raise ValueError("headers must be an object of header names to values")
+        if mode == "flaky":
+            fail = ALIASES.get(str(params.get("fail", "error")), str(params.get("fail", "error")))
+            if fail not in MODES - {"flaky", "healthy"}:
+                raise ValueError(f"fail must be a failing mode, got {fail!r}")
+            if not 0 <= float(params.get("rate", 0.3)) <= 1:
+                raise ValueError(f"rate must be from 0 to 1, got {params['rate']!r}")
+            params = {**params, "fail": fail}
+            if "seed" in params:
+                self._providers[name].rng.seed(params["seed"])
         duration = params.pop("duration", None)
         until = time.monotonic() + float(duration) if duration is not None else None
         self._providers[name].mode = Mode(mode, params, until)
@@ -222,6 +235,10 @@ class ProviderSimulator:
         self, p: _Provider, mode: Mode, endpoint: str, request: web.Request, body: Any
     ) -> web.StreamResponse:
         name = mode.name
+        if name == "flaky":
+            failing = p.rng.random() < float(mode.params.get("rate", 0.3))
+            mode = Mode(str(mode.params["fail"]) if failing else "healthy", mode.params, mode.until)
+            name = mode.name
         if name == "slow":
             await asyncio.sleep(float(mode.params.get("delay", 1.0)))
         if name in ("healthy", "slow"):
