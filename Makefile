@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 PG_GLOB := /usr/lib/postgresql/*/bin/initdb
 
-.PHONY: demo test lint bench openapi servers venv clean help release
+.PHONY: demo test lint bench soak openapi servers venv clean help release
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -60,6 +60,10 @@ bench: $(STAMP) servers  ## measure probe, publish and HTTP costs; prints a tabl
 release: $(STAMP)  ## sdist, wheel, CycloneDX SBOM and SHA256SUMS in dist/, version from the git tag (docs/releases.md)
 	$(PY) -m pip install -q -e '.[dev]'
 	VENV=$(VENV) .ci/release
+
+soak: $(STAMP) servers  ## the daemon against flapping faults for SOAK_MINUTES (default 30); fails when a resource grows
+	SOAK_MINUTES=$${SOAK_MINUTES:-30} SOAK_DIR=$${SOAK_DIR:-build/soak} FLAP_SECONDS=60 $(PY) -m pytest -p no:cacheprovider \
+	  -q -s tests/soak tests/e2e/test_faults.py::test_random_failures_never_flap_faster_than_recover_after $(PYTEST_ARGS)
 
 openapi: $(STAMP)  ## regenerate docs/openapi.json from the fragments in daemon/openapi/
 	$(PY) -m failsoft.daemon.openapi > docs/openapi.json

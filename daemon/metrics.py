@@ -161,6 +161,8 @@ class Metrics:
             m.create_observable_gauge(name, callbacks=[callback], description=description)
         m.create_observable_gauge("failsoft_event_loop_lag_seconds", callbacks=[self._observe_lag], unit="s",
                                   description="Worst event loop lag over the last ~10 seconds.")
+        m.create_observable_gauge("failsoft_asyncio_tasks", callbacks=[self._observe_tasks],
+                                  description="asyncio tasks alive in the daemon (a leak shows as steady growth).")
         if self.config.publish is not None:
             self._publish_failures.add(0, {"sink": "redis"})  # a series at 0, so rate() works from the first failure
         # Series at 0 for what is known in advance: increase() cannot see the first step of a series that is
@@ -333,6 +335,12 @@ class Metrics:
 
     def _observe_lag(self, _: CallbackOptions) -> Iterable[Observation]:
         return [Observation(max(self._lag, default=0.0))]
+
+    def _observe_tasks(self, _: CallbackOptions) -> Iterable[Observation]:
+        try:
+            return [Observation(len(asyncio.all_tasks()))]
+        except RuntimeError:  # rendered outside the event loop (a test calling render() directly)
+            return []
 
     async def _sample_lag(self) -> None:
         """Measure how late a sleep wakes up: the time the loop spent busy with something else."""

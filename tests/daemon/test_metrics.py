@@ -308,6 +308,19 @@ async def test_event_loop_lag_shows_a_stalled_loop(pipe: Pipeline) -> None:
     assert lag < 5
 
 
+async def test_asyncio_tasks_are_counted(pipe: Pipeline) -> None:
+    """``failsoft_asyncio_tasks`` counts the live tasks: ten more tasks parked on an event show as ten more."""
+    before = value(pipe.scrape(), "failsoft_asyncio_tasks")
+    assert before >= 1  # at least the lag sampler
+    release = asyncio.Event()
+    parked = [asyncio.create_task(release.wait()) for _ in range(10)]
+    await asyncio.sleep(0)
+    assert value(pipe.scrape(), "failsoft_asyncio_tasks") == before + 10
+    release.set()
+    await asyncio.gather(*parked)
+    assert value(pipe.scrape(), "failsoft_asyncio_tasks") == before
+
+
 async def test_metrics_are_served_over_http_in_both_formats(pipe: Pipeline) -> None:
     """GET /metrics answers the text format by default and OpenMetrics when asked, from the daemon's own routes."""
     pipe.probe("api", OK)
