@@ -59,7 +59,8 @@ def test_the_wheel_holds_one_import_root(wheel: Path) -> None:
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"failsoft"}
     for expected in ("failsoft/daemon/app.py", "failsoft/probes/postgres.py", "failsoft/policies/default.yaml",
-                     "failsoft/client.py", "failsoft/devtools/demo.py", "failsoft/daemon/static/statuspage.js"):
+                     "failsoft/client.py", "failsoft/devtools/demo.py", "failsoft/daemon/static/statuspage.js",
+                     "failsoft/daemon/openapi/core.yaml"):
         assert expected in names
 
 
