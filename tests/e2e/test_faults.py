@@ -104,7 +104,7 @@ def watch_row(d: DaemonProcess, name: str, want: Expect, since: float, *, since_
         found = d.wait_state(lambda s: (s["dependencies"][name]["state"], s["dependencies"][name]["reason"])
                              == (state, reason), timeout=DEADLINE, what=f"{name} {expected}")
     except AssertionError:
-        MATRIX.append(MatrixRow(fault, expected, seen_text(d, name), None, note))
+        MATRIX.append(MatrixRow(fault, expected, seen_text(d, name), None, note, ok=False))
         raise
     dep = found["dependencies"][name]
     took = time.monotonic() - since
@@ -578,19 +578,22 @@ policy:
     changes = [e for e in history if e["type"] == "level_changed"]
     deps = [e for e in history if e["type"] == "dependency_changed"]
     rank = {"full": 0, "degraded": 1, "limited": 2, "cache_only": 3}
-    gaps = []
+    gaps, too_soon = [], []
     for before, after in itertools.pairwise(changes):
         if rank[after["level"]] < rank[before["level"]]:
             gap = (parse_time(after["at"]) - parse_time(before["at"])).total_seconds()
             gaps.append(gap)
-            assert gap >= RECOVER_AFTER - 0.002, (before, after)
+            if gap < RECOVER_AFTER - 0.01:  # timestamps are in ms on the wall clock; the daemon waits on monotonic
+                too_soon.append((before, after))
     worse = sum(1 for e in changes if rank[e["level"]] > rank.get(e.get("previous") or "full", 0))
-    print(f"\nflapping {FLAP_SECONDS:g} s at 30 %: {len(deps)} dependency changes, {len(changes)} level changes "
-          f"({worse} worse), shortest improvement gap {min(gaps, default=float('nan')):.3f} s "
-          f"(recover_after {RECOVER_AFTER:g} s)")
-    MATRIX.append(MatrixRow(f"30 % random LLM failures for {FLAP_SECONDS:g} s", f">= {RECOVER_AFTER:g} s between "
-                            "worse and better", f"min {min(gaps, default=float('nan')):.2f} s over {len(gaps)}",
-                            None))
     downs = sum(1 for e in deps if e["state"] == "down")
+    shortest = min(gaps, default=float("nan"))
+    print(f"\nflapping {FLAP_SECONDS:g} s at 30 %: {len(deps)} dependency changes ({downs} down), {len(changes)} level "
+          f"changes ({worse} worse), shortest improvement gap {shortest:.3f} s (recover_after {RECOVER_AFTER:g} s)")
+    MATRIX.append(MatrixRow(f"30 % random LLM failures for {FLAP_SECONDS:g} s",
+                            f"improves >= {RECOVER_AFTER:g} s after worsening",
+                            f"min {shortest:.2f} s over {len(gaps)} improvements", None, note=f"{downs} times down",
+                            ok=not too_soon))
+    assert not too_soon, f"the level improved sooner than recover_after: {too_soon}"
     assert downs >= 2, "the dependency must have gone down more than once (else nothing was exercised)"
     assert worse >= 1 and gaps, "the level must have worsened and improved at least once"

@@ -268,8 +268,9 @@ class MatrixRow:
     fault: str
     expected: str
     seen: str
-    detection: float | None  # seconds from the fault to the expected state; None when never seen
+    detection: float | None  # seconds from the fault to the expected state; None when never seen or not timed
     note: str = ""
+    ok: bool = True  # False: the daemon did not do what the row expects
 
 
 MATRIX: list[MatrixRow] = []
@@ -280,8 +281,8 @@ def matrix_lines() -> list[str]:
     if not MATRIX:
         return []
     header = ("fault", "expected", "seen", "detection")
-    rows = [(r.fault, r.expected, r.seen + ("" if r.seen == r.expected else "  <-- differs"),
-             "-" if r.detection is None else f"{r.detection * 1000:.0f} ms" + (f" ({r.note})" if r.note else ""))
+    rows = [(r.fault, r.expected, r.seen + ("" if r.ok else "  <-- differs"),
+             ("-" if r.detection is None else f"{r.detection * 1000:.0f} ms") + (f" ({r.note})" if r.note else ""))
             for r in MATRIX]
     widths = [max(len(str(x[i])) for x in [header, *rows]) for i in range(4)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
