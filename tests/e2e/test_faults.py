@@ -22,7 +22,6 @@ import json
 import os
 import signal
 import ssl
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -396,10 +395,10 @@ class PresentLab:
 
 
 @pytest.fixture(scope="module")
-def present_lab() -> Iterator[PresentLab]:
+def present_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PresentLab]:
     """TLS servers (one trusted CA in the daemon's SSL_CERT_FILE, one not), a silent server, a dripping one and a
     huge one; one daemon probing each of them once a dependency."""
-    tmp = Path(tempfile.mkdtemp(prefix="failsoft-faults-"))
+    tmp = tmp_path_factory.mktemp("present-faults")
     trusted, stranger = trustme.CA(), trustme.CA()
     ca_file = tmp / "ca.pem"
     trusted.cert_pem.write_to_path(str(ca_file))
@@ -501,10 +500,10 @@ def _provider(row: LlmRow) -> str:
 
 
 @pytest.fixture(scope="module")
-def llm_lab() -> Iterator[tuple[ThreadedSimulator, DaemonProcess]]:
+def llm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ThreadedSimulator, DaemonProcess]]:
     """The simulator with one OpenAI-format provider per row, all healthy, and a daemon probing each."""
     sim = ThreadedSimulator({_provider(r): "openai" for r in LLM_ROWS}).start()
-    tmp = Path(tempfile.mkdtemp(prefix="failsoft-llm-faults-"))
+    tmp = tmp_path_factory.mktemp("llm-faults")
     deps = {_provider(r): sim.dependency_config(_provider(r)) for r in LLM_ROWS}
     SECRETS.update(str(dep["api_key"]) for dep in deps.values())
     d = DaemonProcess(dependency_yaml(deps), tmp)
