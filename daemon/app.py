@@ -88,7 +88,7 @@ class Daemon:
         reports = Reports(config, {s.name: s for s in schedulers}, clock, metrics)
         streams = stream.EventStreams(max_streams=config.http.max_streams)
         app = api.build_app(runtime, [*stream.routes(streams), *metrics.routes(), *ofrep.routes(), *reports.routes(),
-                                      *statuspage.routes(), *openapi.routes(config.policy.levels),
+                                      *statuspage.routes(), *openapi.routes(config.policy.levels, config.dependencies),
                                       *extra_routes])
         # handler_cancellation: a client that hangs up ends its handler at once, so an SSE stream or a long-poll
         # of a departed client releases its subscription now, not at its next keep-alive write.

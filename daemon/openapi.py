@@ -5,6 +5,11 @@ that the people adding endpoints never edit the same lines. ``core.yaml`` holds 
 ``info``, ``tags``) and the core endpoints; every other fragment adds ``paths`` and ``components`` (and may add
 ``tags``). The same path, component or tag defined twice is an error naming both files: a merge never silently
 picks one. ``python -m failsoft.daemon.openapi`` prints the merged document (``docs/openapi.json`` is that output).
+
+Some values depend on the daemon's config: a schema marked ``x-failsoft-enum: levels`` (or ``dependencies``) gets
+an ``enum`` of the running policy's levels (or the configured dependency names), so the description a daemon
+serves says exactly what that daemon accepts. ``docs/openapi.json`` is rendered for the built-in policy's levels
+and the dependencies ``db`` and ``cache``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ CORE = "core.yaml"
 # allowed so that a fragment can be a valid document on its own; they must agree with core's / are ignored.
 FRAGMENT_KEYS = frozenset({"openapi", "info", "paths", "components", "tags"})
 DEFAULT_LEVELS = ("full", "degraded", "limited", "cache_only")
+DEFAULT_DEPENDENCIES = ("db", "cache")
+ENUM_MARK = "x-failsoft-enum"
 
 
 class OpenApiError(Exception):
@@ -100,24 +107,38 @@ def _base_document() -> dict[str, Any]:
     return merge([(f.name, _load(f)) for f in fragment_files()])
 
 
-def document(levels: Iterable[str] = DEFAULT_LEVELS) -> dict[str, Any]:
-    """The merged document for a daemon whose policy has ``levels`` (the override body's ``level`` enum)."""
+def document(levels: Iterable[str] = DEFAULT_LEVELS,
+             dependencies: Iterable[str] = DEFAULT_DEPENDENCIES) -> dict[str, Any]:
+    """The merged document for a daemon whose policy has ``levels`` and whose config names ``dependencies``."""
     doc = copy.deepcopy(_base_document())
-    schemas = doc.get("components", {}).get("schemas", {})
-    level = schemas.get("OverrideRequest", {}).get("properties", {}).get("level")
-    if level is not None:
-        level["enum"] = list(levels)
+    _fill_enums(doc, {"levels": list(levels), "dependencies": list(dependencies)})
     return doc
 
 
-def render(levels: Iterable[str] = DEFAULT_LEVELS) -> bytes:
+def _fill_enums(node: Any, values: dict[str, list[str]]) -> None:
+    """Give every schema marked ``x-failsoft-enum: <name>`` the ``enum`` of that name's values."""
+    if isinstance(node, dict):
+        mark = node.get(ENUM_MARK)
+        if mark is not None:
+            if mark not in values:
+                raise OpenApiError(f"{ENUM_MARK}: {mark!r} is not one of {', '.join(sorted(values))}")
+            node["enum"] = values[mark]
+        for value in node.values():
+            _fill_enums(value, values)
+    elif isinstance(node, list):
+        for value in node:
+            _fill_enums(value, values)
+
+
+def render(levels: Iterable[str] = DEFAULT_LEVELS, dependencies: Iterable[str] = DEFAULT_DEPENDENCIES) -> bytes:
     """The document as ``GET /openapi.json`` serves it (indented JSON, a final newline)."""
-    return orjson.dumps(document(levels), option=orjson.OPT_INDENT_2) + b"\n"
+    return orjson.dumps(document(levels, dependencies), option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def routes(levels: Iterable[str] = DEFAULT_LEVELS) -> list[web.RouteDef]:
+def routes(levels: Iterable[str] = DEFAULT_LEVELS,
+           dependencies: Iterable[str] = DEFAULT_DEPENDENCIES) -> list[web.RouteDef]:
     """``GET /openapi.json`` (and HEAD): rendered once, when the routes are built."""
-    body = render(levels)
+    body = render(levels, dependencies)
 
     async def openapi_json(_: web.Request) -> web.Response:
         """``GET /openapi.json``: the OpenAPI 3.1 description of this daemon's HTTP API."""

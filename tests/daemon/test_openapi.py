@@ -67,3 +67,14 @@ def test_the_module_prints_the_served_document() -> None:
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout == openapi.render()
+
+
+def test_marked_schemas_get_the_configs_values() -> None:
+    """``x-failsoft-enum: levels`` / ``dependencies`` become the given lists; an unknown mark is an error."""
+    doc = openapi.document(levels=["up", "down"], dependencies=["pg"])
+    assert doc["components"]["schemas"]["OverrideRequest"]["properties"]["level"]["enum"] == ["up", "down"]
+    node = {"a": [{"type": "string", "x-failsoft-enum": "dependencies"}]}
+    openapi._fill_enums(node, {"dependencies": ["pg", "cache"]})
+    assert node["a"][0]["enum"] == ["pg", "cache"]
+    with pytest.raises(openapi.OpenApiError, match="'colours' is not one of"):
+        openapi._fill_enums({"x-failsoft-enum": "colours"}, {"levels": []})

@@ -52,14 +52,17 @@ dependencies:
 """
 
 
-def schemathesis(tmp: Path, location: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """Run ``schemathesis run LOCATION`` with this suite's settings and hooks; the output is kept for the report."""
+def schemathesis(tmp: Path, location: str, *args: str, settings: str = "",
+                 timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run ``schemathesis run LOCATION`` with this suite's settings (plus ``settings``, TOML) and hooks."""
+    config = tmp / "schemathesis.toml"
+    config.write_text(ST_CONFIG.read_text() + "\n" + settings)
     exe = Path(sys.executable).with_name("schemathesis")
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "schemathesis.cli"]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), "NO_COLOR": "1"}
     report = ["--report", "junit", "--report-junit-path", str(tmp / "junit.xml")]
-    return subprocess.run([*argv, "--config-file", str(ST_CONFIG), "run", location, *report, *args], cwd=tmp, env=env,
+    return subprocess.run([*argv, "--config-file", str(config), "run", location, *report, *args], cwd=tmp, env=env,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -94,8 +97,9 @@ def test_docs_openapi_json_is_what_the_daemon_serves(run_daemon, redis_server) -
     conn.close()
 
 
-def test_the_override_level_enum_is_the_daemons_policy(run_daemon, redis_server) -> None:
-    """A policy with its own levels: the served description's override ``level`` lists those levels."""
+def test_config_dependent_values_are_the_daemons_own(run_daemon, redis_server) -> None:
+    """A policy with its own levels: the served description's override ``level`` lists those levels, and the
+    report's ``dependency`` the configured dependencies (``x-failsoft-enum``)."""
     policy = """
 policy:
   levels: [all_good, reduced]
@@ -104,7 +108,10 @@ policy:
     d = run_daemon(daemon_config(redis_server.url) + policy)
     status, spec, _ = d.get("/openapi.json")
     assert status == 200
-    assert spec["components"]["schemas"]["OverrideRequest"]["properties"]["level"]["enum"] == ["all_good", "reduced"]
+    schemas = spec["components"]["schemas"]
+    assert schemas["OverrideRequest"]["properties"]["level"]["enum"] == ["all_good", "reduced"]
+    if "Report" in schemas:  # the /report fragment
+        assert schemas["Report"]["properties"]["dependency"]["enum"] == ["cache", "gone"]
 
 
 # -- schemathesis ------------------------------------------------------------------------------------------
@@ -116,14 +123,17 @@ def test_schemathesis_finds_no_answer_outside_the_description(run_daemon, redis_
     """schemathesis with all its checks against the live daemon finds nothing: as the admin (token sent), as
     anyone (no token: 401 on the admin endpoints) and with the admin endpoints disabled (403)."""
     d = run_daemon(daemon_config(redis_server.url, admin=who != "admin_disabled"))
-    args = ["-H", f"Authorization: Bearer {ADMIN_TOKEN}"] if who == "admin" else []
+    args: list[str] = []
+    # The admin token goes to the admin endpoints only (POST /report refuses any token but its own).
+    settings = (f'[[operations]]\ninclude-path = "/override"\nheaders = {{Authorization = "Bearer {ADMIN_TOKEN}"}}\n'
+                if who == "admin" else "")
     if who == "admin_disabled":
         # With no admin token configured, no credential can help: 403 for every request, also one without an
         # Authorization header (RFC 9110: 401 asks for credentials that would work). schemathesis expects 401
         # for a missing header; the daemon's choice is the contract's ("empty = those endpoints answer 403").
         args = ["--exclude-checks", "missing_required_header"]
     started = time.monotonic()
-    result = schemathesis(tmp_path, f"{d.url}/openapi.json", *args)
+    result = schemathesis(tmp_path, f"{d.url}/openapi.json", *args, settings=settings)
     took = time.monotonic() - started
     summary = [line for line in result.stdout.splitlines() if "generated" in line or "passed" in line]
     print(f"\nschemathesis ({who}): exit {result.returncode} in {took:.1f} s; {' / '.join(summary[-2:])}")
