@@ -127,7 +127,13 @@ class DependencyScheduler:
             # The last probe is still unwinding after its deadline; do not pile another one on top.
             return Outcome(Verdict.FAILURE, "timeout", "the previous probe is still stuck"), timeout
         task = asyncio.get_running_loop().create_task(self.probe.check())
-        done, _ = await asyncio.wait({task}, timeout=timeout)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+        except asyncio.CancelledError:
+            # Stopping: the check goes with us, and its last failure is read (never logged as unretrieved).
+            task.add_done_callback(_consume)
+            task.cancel()
+            raise
         latency = self._clock.monotonic() - start
         if not done:
             task.add_done_callback(_consume)  # it may still fail while unwinding: read that, never log it

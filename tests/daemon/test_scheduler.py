@@ -161,6 +161,33 @@ async def test_an_abandoned_probe_that_fails_while_unwinding_leaves_no_unretriev
     assert [c["message"] for c in reported] == []
 
 
+async def test_a_probe_in_flight_at_shutdown_leaves_no_unretrieved_exception() -> None:
+    """At shutdown the scheduler is cancelled while a check is in flight; the check, cancelled with it, may end in
+    an exception (aiohttp raises TimeoutError, asyncpg a closed connection): that exception is consumed, so
+    asyncio logs no "Task exception was never retrieved" error while the daemon stops."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        scheduler, probe, _ = make(raise_timeout_when_cancelled, ProbeSettings(timeout=30))
+        running = asyncio.create_task(scheduler.probe_once())
+        for _ in range(5):
+            await asyncio.sleep(0)  # probe_once starts its check, which parks
+        assert probe.calls == 1
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        for _ in range(3):
+            await asyncio.sleep(0)  # the check unwinds
+        assert probe.cancelled == 1  # the check was cancelled with its scheduler, not left running
+        del scheduler, probe, running
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert [c["message"] for c in reported] == []
+
+
 async def test_a_stuck_probe_is_not_stacked() -> None:
     """While the previous check is still stuck, the next probe_once does not start another one: it reports a
     timeout at once. Once the stuck one has finished, checking resumes."""
