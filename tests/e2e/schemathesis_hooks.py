@@ -21,7 +21,7 @@ import schemathesis
 from failsoft.daemon.api import parse_http_duration
 
 MAX_TEST_WAIT = "300ms"
-LIVE_ID = re.compile(r"\s*(?:[0-9A-Za-z]*-)?[0-9]+\s*")
+LIVE_ID = re.compile(r"\s*(?:[0-9A-Za-z_.]*-)?[0-9]+\s*")
 UNKNOWN_ID = "no-such-event"
 
 
