@@ -119,7 +119,10 @@ def error_text(exc: BaseException) -> str:
     os_error = getattr(exc, "os_error", None)
     host, port = getattr(exc, "host", None), getattr(exc, "port", None)
     if isinstance(os_error, OSError) and isinstance(host, str):
-        why = os.strerror(os_error.errno) if os_error.errno else _SSL_NOISE.sub("", str(os_error)).strip()
+        # An SSLError's errno is OpenSSL's error class (1 for a failed verification), not an OS errno: its own text
+        # says what failed, os.strerror(1) would say "Operation not permitted".
+        tls = isinstance(os_error, ssl.SSLError)
+        why = os.strerror(os_error.errno) if os_error.errno and not tls else _SSL_NOISE.sub("", str(os_error)).strip()
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return f"cannot connect to {where}: {why or type(os_error).__name__}"[:500]
     text = _SSL_NOISE.sub("", str(exc)).strip()

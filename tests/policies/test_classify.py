@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 import ssl
@@ -241,3 +242,29 @@ async def test_error_text_of_a_real_connect_failure_has_no_library_noise() -> No
             raise AssertionError("a closed port answered")
     assert text == f"cannot connect to 127.0.0.1:{port}: Connection refused"
     assert "ssl" not in error_text(ValueError("Cannot connect to host h:1 ssl:default [x]"))
+
+
+async def test_error_text_of_a_tls_failure_says_what_failed() -> None:
+    """A certificate from an unknown CA: the text carries OpenSSL's reason (``certificate verify failed``), not
+    ``os.strerror`` of the SSL error code 1 (``Operation not permitted``, which is what it said before)."""
+    import trustme
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(ctx)
+    server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            try:
+                await session.get(f"https://127.0.0.1:{port}/health")
+            except aiohttp.ClientConnectorCertificateError as exc:
+                text, reason = error_text(exc), exception_reason(exc)
+            else:
+                raise AssertionError("an untrusted certificate was accepted")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert reason == ("tls", False)
+    assert text.startswith(f"cannot connect to 127.0.0.1:{port}: ")
+    assert "certificate verify failed" in text
+    assert "Operation not permitted" not in text
