@@ -1,11 +1,13 @@
 """The soak: the daemon process against flapping PostgreSQL, Redis and LLM simulator faults for a while, its
 resources sampled every ``SAMPLE_EVERY`` seconds, and a verdict on whether any of them grows without bound.
 
-Series: resident memory and open file descriptors (read from ``/proc/PID``), asyncio tasks and event-loop lag
-(from the daemon's ``/metrics``). A series "grows" when the least-squares slope fitted over the samples after the
-warm-up exceeds its rate limit *and* the growth that slope predicts over the measured window exceeds its floor:
-the rate catches a slow leak in a long soak, the floor keeps the noise of a one-minute run from failing it. Used
-by ``tests/soak/test_soak.py`` (one minute in ``make test``, ``SOAK_MINUTES`` in ``make soak``).
+Series: anonymous resident memory (``RssAnon``: the heap; file-backed pages of the libraries come and go with the
+machine's page cache and say nothing about a leak) and open file descriptors (read from ``/proc/PID``), asyncio
+tasks and event-loop lag (from the daemon's ``/metrics``). A series "grows" when the least-squares slope fitted
+over the samples after the warm-up exceeds its rate limit *and* the growth that slope predicts over the measured
+window exceeds its floor: the rate catches a slow leak in a long soak, the floor keeps the noise of a one-minute
+run from failing it. Used by ``tests/soak/test_soak.py`` (one minute in ``make test``, ``SOAK_MINUTES`` in
+``make soak``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class Limit:
 
 
 LIMITS = (
-    Limit("rss_mb", "MB", per_hour=30.0, floor=12.0),
+    Limit("rss_anon_mb", "MB", per_hour=30.0, floor=12.0),
     Limit("fds", "fds", per_hour=20.0, floor=10.0),
     Limit("tasks", "tasks", per_hour=40.0, floor=20.0),
     Limit("lag_s", "s", per_hour=1.0, floor=0.5),
@@ -53,7 +55,7 @@ class Sample:
     """One look at the daemon, ``t`` seconds into the soak."""
 
     t: float
-    rss_mb: float
+    rss_anon_mb: float
     fds: int
     tasks: float
     lag_s: float
@@ -118,12 +120,12 @@ def judge(samples: list[Sample]) -> list[Verdict]:
 # Sampling the process
 
 
-def proc_rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` in MB (VmRSS from /proc/PID/status)."""
+def proc_rss_anon_mb(pid: int) -> float:
+    """Anonymous resident memory of ``pid`` in MB (RssAnon from /proc/PID/status)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith("RssAnon:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    raise RuntimeError(f"no RssAnon for pid {pid}")
 
 
 def proc_fds(pid: int) -> int:
@@ -145,10 +147,10 @@ def scrape(url: str) -> dict[str, float]:
 
 
 def take_sample(d: DaemonProcess, t: float) -> Sample:
-    """RSS and fds from /proc, tasks and loop lag from /metrics."""
+    """Anonymous memory and fds from /proc, tasks and loop lag from /metrics."""
     assert d.proc is not None
     gauges = scrape(d.url)
-    return Sample(t, proc_rss_mb(d.proc.pid), proc_fds(d.proc.pid), gauges.get("failsoft_asyncio_tasks", -1.0),
+    return Sample(t, proc_rss_anon_mb(d.proc.pid), proc_fds(d.proc.pid), gauges.get("failsoft_asyncio_tasks", -1.0),
                   gauges.get("failsoft_event_loop_lag_seconds", -1.0))
 
 
@@ -282,7 +284,8 @@ def run_soak(minutes: float, tmp: Path, out_dir: Path, log: Callable[[str], None
             time.sleep(min(SAMPLE_EVERY - elapsed % SAMPLE_EVERY, minutes * 60 - elapsed) + 0.001)
             samples.append(take_sample(d, time.monotonic() - began))
             s = samples[-1]
-            log(f"  t={s.t:6.0f}s rss={s.rss_mb:7.1f} MB fds={s.fds:4d} tasks={s.tasks:5.0f} lag={s.lag_s:.3f} s")
+            log(f"  t={s.t:6.0f}s rss_anon={s.rss_anon_mb:6.1f} MB fds={s.fds:4d} tasks={s.tasks:4.0f} "
+                f"lag={s.lag_s:.3f} s")
         assert d.proc is not None and d.proc.poll() is None, "the daemon died during the soak"
     finally:
         if reader is not None:

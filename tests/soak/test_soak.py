@@ -1,5 +1,6 @@
 """The soak (``tests/lib/soak.py``): the daemon process against flapping PostgreSQL, Redis and LLM faults, its
-memory, file descriptors, asyncio tasks and event-loop lag sampled every 10 s; no series may grow without bound.
+anonymous memory, file descriptors, asyncio tasks and event-loop lag sampled every 10 s; none may grow without
+bound.
 
 ``make test`` runs it for one minute; ``make soak`` for ``SOAK_MINUTES`` (default 30) and writes the plot to
 ``SOAK_DIR`` (default ``build/soak``). The verdict itself is checked on made-up series first.
@@ -20,7 +21,7 @@ MINUTES = float(os.environ.get("SOAK_MINUTES", "1"))
 
 
 def series(minutes: float, rss: object, every: float = 10.0) -> list[Sample]:
-    """Samples every ``every`` s whose RSS is ``rss(t)``; the other series flat."""
+    """Samples every ``every`` s whose anonymous memory is ``rss(t)``; the other series flat."""
     count = int(minutes * 60 / every) + 1
     return [Sample(i * every, rss(i * every), 40, 12, 0.001) for i in range(count)]  # type: ignore[operator]
 
@@ -28,8 +29,8 @@ def series(minutes: float, rss: object, every: float = 10.0) -> list[Sample]:
 def test_a_steady_leak_over_a_long_soak_is_growth() -> None:
     """1 MB a minute for 30 minutes: the fitted slope (60 MB/h) and its growth pass both limits."""
     verdicts = {v.limit.name: v for v in judge(series(30, lambda t: 80 + t / 60))}
-    assert verdicts["rss_mb"].grows
-    assert 55 < verdicts["rss_mb"].slope_per_hour < 65
+    assert verdicts["rss_anon_mb"].grows
+    assert 55 < verdicts["rss_anon_mb"].slope_per_hour < 65
     assert not verdicts["fds"].grows
 
 
@@ -42,8 +43,8 @@ def test_noise_and_a_warm_up_step_are_not_growth() -> None:
 def test_one_minute_of_noise_stays_under_the_floor() -> None:
     """A one-minute run rising 4 MB (a steep slope, little growth) is not failed for it: the floor holds."""
     verdicts = {v.limit.name: v for v in judge(series(1, lambda t: 80 + t / 15))}
-    assert verdicts["rss_mb"].slope_per_hour > 30
-    assert not verdicts["rss_mb"].grows
+    assert verdicts["rss_anon_mb"].slope_per_hour > 30
+    assert not verdicts["rss_anon_mb"].grows
 
 
 @pytest.mark.timeout(int(MINUTES * 60) + 240)
@@ -61,7 +62,9 @@ def test_soak_no_resource_grows_without_bound(tmp_path: Path) -> None:
     for line in report(result):
         print(line)
     assert len(result.samples) >= MINUTES * 6
-    assert result.fault_steps >= MINUTES * 60 / 3 - 3, "the faults did not run"
+    # A step every FLAP_EVERY (3) s, some of them slow (a PostgreSQL start): at least half of them, or the faults
+    # did not really run.
+    assert result.fault_steps >= MINUTES * 60 / 3 / 2, "the faults did not run"
     assert result.stream_reconnects >= MINUTES * 60 / 10, "the event stream was not reopened again and again"
     assert all(s.tasks > 0 and s.lag_s >= 0 for s in result.samples), "the daemon's gauges were not read"
     assert result.plot is not None
