@@ -17,6 +17,7 @@ runs for ``FLAP_SECONDS`` (20 s in ``make test``, a minute in ``make soak``).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -29,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import redis as redis_lib
 import trustme
@@ -239,6 +241,30 @@ def postgres_in_recovery(lab: Lab) -> Scenario:
     return Scenario({"kind": "postgres", "dsn": pg.dsn, "role": "primary"}, to_standby)
 
 
+def postgres_refusing_sessions(lab: Lab) -> Scenario:
+    """PostgreSQL at ``max_connections`` while the daemon runs: its kept connection still answers, every new
+    session gets "too many clients already". The daemon's periodic new-session check sees it (degraded)."""
+    pg = _postgres(lab)
+    loop = asyncio.new_event_loop()
+    held: list[asyncpg.Connection] = []
+
+    async def fill() -> None:
+        while True:
+            try:
+                held.append(await asyncpg.connect(pg.dsn, timeout=10))
+            except asyncpg.TooManyConnectionsError:
+                return
+            assert len(held) < 500, "the server never refused a session"
+
+    def release() -> None:
+        for conn in held:
+            conn.terminate()
+        loop.close()
+
+    lab.cleanups.insert(0, release)
+    return Scenario({"kind": "postgres", "dsn": pg.dsn}, lambda: loop.run_until_complete(fill()))
+
+
 def redis_oom(lab: Lab) -> Scenario:
     """``maxmemory`` just above what is used, ``noeviction``, then filled past it."""
     rd = _redis(lab)
@@ -312,6 +338,8 @@ SERVER_ROWS = [
     Row("PostgreSQL graceful stop (fast shutdown)", stop_postgres, "down", "connection_refused"),
     Row("PostgreSQL restart (kill -9, seen down, start)", restart_postgres, "healthy", None),
     Row("PostgreSQL primary in recovery (standby.signal)", postgres_in_recovery, "degraded", "read_only"),
+    Row("PostgreSQL refusing new sessions (max_connections)", postgres_refusing_sessions, "degraded",
+        "too_many_connections"),
     Row("Redis graceful stop (SIGTERM)", stop_redis, "down", "connection_refused"),
     Row("Redis SIGSTOP (hang)", sigstop_redis, "down", "timeout"),
     Row("Redis maxmemory + noeviction filled", redis_oom, "degraded", "oom"),
