@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from failsoft.daemon.config import ProbeSettings
 from failsoft.daemon.limits import MAX_BACKOFF_EXPONENT
+from failsoft.policies.evidence import Evidence
 from failsoft.policies.model import BreakerState, DependencyStatus, DepState
 from failsoft.probes.base import Outcome, Verdict
 
@@ -37,6 +38,11 @@ class Breaker:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._successes = 0  # consecutive successes while half open
         self._attempt = 0  # consecutive failed re-probes while open: the backoff exponent
+        self.evidence = Evidence()  # a kept connection dropped since the last success (see policies.evidence)
+
+    def connection_lost(self) -> None:
+        """A kept connection to the dependency dropped: the next refused connect proves a crash."""
+        self.evidence = self.evidence.lost()
 
     def record(self, outcome: Outcome, latency: float, now: datetime) -> float:
         """Take one probe outcome; update ``status``; return the delay until the next probe."""
@@ -46,6 +52,10 @@ class Breaker:
         if verdict is Verdict.OK and latency > s.slow_threshold:
             verdict, reason = Verdict.DEGRADED, "slow"
         first = prev.probes == 0 and prev.breaker is CLOSED  # a report may have opened it before the first probe
+        # A crash proven by the kernel (a kept connection lost, then a refused connect) is down at once, like a
+        # first probe or a fatal error; every other failure still counts towards unhealthy_threshold.
+        conclusive = self.evidence.conclusive(outcome)
+        self.evidence = self.evidence.after(outcome)
         if verdict in (Verdict.OK, Verdict.DEGRADED):
             up = DepState.HEALTHY if verdict is Verdict.OK else DepState.DEGRADED
             breaker, state = self._on_success(prev.breaker, up, first)
@@ -54,7 +64,9 @@ class Breaker:
                 reason, error = prev.reason, prev.last_error
         else:
             failures = prev.consecutive_failures + 1
-            breaker, state = self._on_failure(prev.breaker, prev.state, first or verdict is Verdict.FATAL, failures)
+            breaker, state = self._on_failure(
+                prev.breaker, prev.state, first or conclusive or verdict is Verdict.FATAL, failures
+            )
             error = outcome.error
         retry_at = now + timedelta(seconds=outcome.retry_after) if outcome.retry_after else None
         self.status = replace(

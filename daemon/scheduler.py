@@ -1,21 +1,24 @@
 """One task per dependency: probe under the deadline, classify, feed the breaker, report, wait.
 
 Dependencies never wait for each other: each has its own task, and a probe stuck past its deadline is
-abandoned (cancelled in the background), never awaited.
+abandoned (cancelled in the background), never awaited. Probes of one dependency may overlap while one is
+suspect (``policies.cadence``): each has its own deadline, and at most ``unhealthy_threshold`` exist at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import structlog
 
 from failsoft.daemon.breaker import Breaker
 from failsoft.daemon.clock import Clock
 from failsoft.daemon.redact import Redactor
+from failsoft.policies.cadence import NEVER, Cadence, Flight, all_stuck, next_start
 from failsoft.policies.classify import error_text, exception_reason
 from failsoft.policies.model import BreakerState, DependencyStatus
 from failsoft.probes.base import Outcome, Probe, Verdict
@@ -24,6 +27,21 @@ log = structlog.get_logger("failsoft.probe")
 
 # How long a cancelled probe may take to unwind before we stop waiting for it (it keeps unwinding alone).
 _UNWIND = 0.1
+_CLOSE = 1.0  # closing a probe's connections is bounded too
+
+Result = Callable[[Outcome, float], None]
+
+
+@dataclass(eq=False, slots=True)
+class _Attempt:
+    """One probe in flight: its check task, the probe object it runs on, and its deadline timers."""
+
+    start: float
+    probe: Probe
+    on_result: Result
+    timer: asyncio.TimerHandle | None = None
+    expired: bool = False  # the deadline passed and the check was cancelled
+    reported: bool = False  # its outcome was handed over (a check abandoned at its deadline is still running)
 
 
 class DependencyScheduler:
@@ -42,59 +60,94 @@ class DependencyScheduler:
         self.breaker = breaker
         self.name = breaker.status.name
         self._wake = asyncio.Event()
-        self.probe = make_probe(self._wake.set)
+        self._early = False  # a kept connection dropped: probe now
+        self._make_probe = make_probe
+        self.probe = make_probe(self._connection_lost)
         self._report = report
         self._clock = clock
         self._redact = redact
         self._on_probe = on_probe
-        self._stuck: asyncio.Task[Outcome] | None = None
-        # The plan for the next probe, which the app's reports may move (reported_failure, reported_rate_limit).
-        self._due = 0.0  # monotonic time the next probe is due
-        self._not_before = 0.0  # no probe before this: a rate limit's retry_at
-        self._waiting = False
-        self._replanned = False
+        s = breaker.settings
+        self.cadence = Cadence.of(s.fast_interval, s.slow_threshold, s.unhealthy_threshold)
+        # The plan for the next probe, which the app's reports may move too (reported_failure, reported_rate_limit).
+        self._due = 0.0  # monotonic time the breaker wants the next probe
+        self._not_before = -math.inf  # no probe before this: a rate limit's retry_at
+        self._attempts: dict[asyncio.Task[Outcome], _Attempt] = {}
+        self._results: list[tuple[float, Outcome, float]] = []
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _connection_lost(self) -> None:
+        """A probe's kept connection dropped: tell the breaker (it may prove a crash) and probe at once."""
+        self.breaker.connection_lost()
+        self._early = True
+        self._wake.set()
 
     async def run(self) -> None:
-        """Probe, report, sleep until the next probe or an early wake-up (a dropped connection).
+        """Start probes when due, record their outcomes as they end, sleep until the next thing to do.
 
         Intervals are periods from one probe's start to the next one's, so a slow or timed-out probe does not
-        stretch them: a hung server is confirmed after ``unhealthy_threshold`` deadlines, not deadlines plus gaps.
+        stretch them; a suspect probe does not hold back the next one either (``policies.cadence``), so a hung
+        server is confirmed ``timeout + (unhealthy_threshold - 1) x fast_interval`` after the first probe meets it.
+        An outcome older than one already recorded (an early probe timing out after a later one answered) is
+        stale and dropped: the newest evidence wins.
         """
-        while True:
-            self._wake.clear()
-            started = self._clock.monotonic()
-            outcome, latency = await self.probe_once()
-            if self._clock.monotonic() < self._not_before:
-                # The app reported a rate limit while this probe ran: the report is the newer news, and nothing is
-                # sent before its retry_at, so this probe's answer is not recorded.
-                if self._on_probe is not None:
-                    self._on_probe(self.name, outcome, latency)
-            else:
-                delay = self.breaker.record(outcome, latency, self._clock.now())
-                self._log(outcome, latency, delay)
-                self._report(self.breaker.status)
-                self._due = started + delay
-                self._not_before = self._clock.monotonic() + (outcome.retry_after or 0.0)
-            await self._sleep()
-
-    async def _sleep(self) -> None:
-        """Until the next probe is due or an early wake-up (a dropped connection); a report may move the plan."""
-        self._waiting = True
+        clock = self._clock
+        self._due = clock.monotonic()
+        newest = recorded = -math.inf  # starts of the newest probe launched and of the newest outcome recorded
+        timeout = self.breaker.settings.timeout
         try:
             while True:
-                self._replanned = False
-                with contextlib.suppress(TimeoutError):  # asyncio.timeout: 3.11's wait_for can lose a cancellation
-                    async with asyncio.timeout(max(0.0, self._due - self._clock.monotonic())):
+                self._wake.clear()
+                recorded = self._take_results(newest, recorded)
+                now = clock.monotonic()
+                if self._early:
+                    # A dropped connection wakes us early, but never before a rate limit's "not before".
+                    self._early = False
+                    self._due = min(self._due, now)
+                flight = self._flight()
+                if all_stuck(self.cadence, flight):
+                    # Every probe allowed is still stuck after its deadline: that is an answer too, given when the
+                    # next probe is due, without piling another one on top.
+                    at = max(self._due, self._not_before)
+                    if now >= at:
+                        outcome = Outcome(Verdict.FAILURE, "timeout", "the previous probes are still stuck")
+                        newest = recorded = now
+                        self._due = now + self._record(outcome, timeout)
+                        continue
+                else:
+                    is_open = self.breaker.status.breaker is BreakerState.OPEN
+                    at = next_start(self.cadence, flight, self._due, self._not_before, is_open)
+                    if now >= at:
+                        newest, self._due = now, NEVER
+                        self._launch(self._idle_probe(), now, self._collect(now))
+                        continue
+                # asyncio.timeout: 3.11's wait_for can lose a cancellation
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(None if at == NEVER else max(0.0, at - now)):
                         await self._wake.wait()
-                if not self._replanned:
-                    break
-                self._wake.clear()  # woken by a report that moved the plan: wait for the new one
         finally:
-            self._waiting = False
-        # A dropped connection wakes us early, but never before a rate limit's "not before" (which a report may
-        # push further while we sleep).
-        while (wait := self._not_before - self._clock.monotonic()) > 0:  # noqa: ASYNC110 - sleeps to a deadline
-            await asyncio.sleep(wait)
+            for task, attempt in list(self._attempts.items()):
+                task.cancel()
+                if attempt.timer is not None:
+                    attempt.timer.cancel()
+
+    def _take_results(self, newest: float, recorded: float) -> float:
+        """Record the outcomes that came in since the last look; returns the start of the newest one recorded."""
+        results, self._results = self._results, []
+        for start, outcome, latency in results:
+            if start < recorded:
+                continue  # stale: a newer probe's outcome is already recorded
+            recorded = start
+            if self._clock.monotonic() < self._not_before:
+                # A rate limit (reported by the app while this probe ran, or answered by a newer probe) is the newer
+                # news, and nothing is sent before its retry_at: this answer is not recorded.
+                if self._on_probe is not None:
+                    self._on_probe(self.name, outcome, latency)
+                continue
+            delay = self._record(outcome, latency)
+            self._due = newest + delay
+            self._not_before = self._clock.monotonic() + (outcome.retry_after or 0.0)
+        return recorded
 
     def reported_failure(self, reason: str, error: str) -> bool:
         """The app's reports tripped the outlier detector: open the breaker, tell the owner, re-plan the next probe
@@ -111,38 +164,107 @@ class DependencyScheduler:
             return False
         self._report(self.breaker.status)  # the same inbox as probe results: the owner stays the only writer
         now = self._clock.monotonic()
-        self._due = now + delay
+        self._due = now + delay  # a probe in flight re-plans again when its result lands
         if hold:
             self._not_before = max(self._not_before, now + delay)
-        if self._waiting:  # while a probe runs, its own result re-plans when it lands
-            self._replanned = True
-            self._wake.set()
+        self._wake.set()
         return True
 
+    def _collect(self, start: float) -> Result:
+        def collect(outcome: Outcome, latency: float) -> None:
+            self._results.append((start, outcome, latency))
+            self._wake.set()
+
+        return collect
+
+    def _record(self, outcome: Outcome, latency: float) -> float:
+        delay = self.breaker.record(outcome, latency, self._clock.now())
+        self._log(outcome, latency, delay)
+        self._report(self.breaker.status)
+        return delay
+
+    def _flight(self) -> Flight:
+        active = tuple(a.start for a in self._attempts.values() if not a.reported)
+        return Flight(active, sum(1 for a in self._attempts.values() if a.reported))
+
+    def _idle_probe(self) -> Probe:
+        """The kept probe when it is free, else a spare (closed after its one check) for an overlapping probe."""
+        if self._kept_probe_busy():
+            return self._make_probe(self._connection_lost)
+        return self.probe
+
+    def _kept_probe_busy(self) -> bool:
+        return any(a.probe is self.probe for a in self._attempts.values())
+
     async def probe_once(self) -> tuple[Outcome, float]:
-        """One probe under the deadline; exceptions become outcomes here and only here."""
-        timeout = self.breaker.settings.timeout
-        start = self._clock.monotonic()
-        if self._stuck is not None and not self._stuck.done():
+        """One probe of the kept probe object under the deadline; exceptions become outcomes here and only here."""
+        if self._kept_probe_busy():
             # The last probe is still unwinding after its deadline; do not pile another one on top.
-            return Outcome(Verdict.FAILURE, "timeout", "the previous probe is still stuck"), timeout
-        task = asyncio.get_running_loop().create_task(self.probe.check())
+            stuck = Outcome(Verdict.FAILURE, "timeout", "the previous probe is still stuck")
+            return stuck, self.breaker.settings.timeout
+        done: asyncio.Future[tuple[Outcome, float]] = asyncio.get_running_loop().create_future()
+
+        def answer(outcome: Outcome, latency: float) -> None:
+            if not done.done():
+                done.set_result((outcome, latency))
+
+        task = self._launch(self.probe, self._clock.monotonic(), answer)
         try:
-            done, _ = await asyncio.wait({task}, timeout=timeout)
+            return await done
         except asyncio.CancelledError:
-            # Stopping: the check goes with us, and its last failure is read (never logged as unretrieved).
-            task.add_done_callback(_consume)
+            # Stopping: the check goes with us (``_finished`` reads its last failure, never left unretrieved).
             task.cancel()
             raise
-        latency = self._clock.monotonic() - start
-        if not done:
-            task.add_done_callback(_consume)  # it may still fail while unwinding: read that, never log it
-            task.cancel()
-            await asyncio.wait({task}, timeout=_UNWIND)
-            if not task.done():
-                self._stuck = task
-            return Outcome(Verdict.FAILURE, "timeout", f"no answer within {timeout * 1000:g}ms"), latency
-        exc = task.exception()
+
+    def _launch(self, probe: Probe, start: float, on_result: Result) -> asyncio.Task[Outcome]:
+        """Start one check with its deadline; ``on_result`` receives its outcome at the latest at the deadline
+        plus ``_UNWIND``, whatever the check does."""
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(probe.check())
+        attempt = _Attempt(start, probe, on_result)
+        attempt.timer = loop.call_later(self.breaker.settings.timeout, self._expire, task)
+        self._attempts[task] = attempt
+        task.add_done_callback(self._finished)
+        return task
+
+    def _expire(self, task: asyncio.Task[Outcome]) -> None:
+        """The deadline: cancel the check and give it ``_UNWIND`` to end before it is abandoned."""
+        attempt = self._attempts[task]
+        attempt.expired = True
+        task.cancel()
+        attempt.timer = asyncio.get_running_loop().call_later(_UNWIND, self._abandon, task)
+
+    def _abandon(self, task: asyncio.Task[Outcome]) -> None:
+        """The check did not unwind: answer the timeout now and let it go on unwinding alone (it stays counted)."""
+        attempt = self._attempts[task]
+        attempt.timer = None
+        self._hand_over(attempt, self._timed_out(attempt))
+
+    def _timed_out(self, attempt: _Attempt) -> tuple[Outcome, float]:
+        timeout = self.breaker.settings.timeout
+        latency = max(timeout, self._clock.monotonic() - attempt.start)
+        return Outcome(Verdict.FAILURE, "timeout", f"no answer within {timeout * 1000:g}ms"), latency
+
+    def _finished(self, task: asyncio.Task[Outcome]) -> None:
+        attempt = self._attempts.pop(task)
+        if attempt.timer is not None:
+            attempt.timer.cancel()
+        exc = None if task.cancelled() else task.exception()  # always read: asyncio must not warn about it
+        if attempt.probe is not self.probe:
+            closing = asyncio.get_running_loop().create_task(_close(attempt.probe))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        if not attempt.reported:
+            self._hand_over(attempt, self._timed_out(attempt) if attempt.expired else self._outcome(task, exc, attempt))
+        else:
+            self._wake.set()  # a stuck probe ended: its place is free again
+
+    def _outcome(
+        self, task: asyncio.Task[Outcome], exc: BaseException | None, attempt: _Attempt
+    ) -> tuple[Outcome, float]:
+        latency = self._clock.monotonic() - attempt.start
+        if task.cancelled():  # cancelled by someone else than the deadline (shutdown)
+            return Outcome(Verdict.FAILURE, "timeout", "the probe was cancelled"), latency
         if exc is None:
             outcome = task.result()
             # An answer can carry a server's text too (an OOM message, a provider's error): it is redacted here,
@@ -153,6 +275,10 @@ class DependencyScheduler:
         reason, fatal = exception_reason(exc)
         verdict = Verdict.FATAL if fatal else Verdict.FAILURE
         return Outcome(verdict, reason, self._redact(error_text(exc))), latency
+
+    def _hand_over(self, attempt: _Attempt, result: tuple[Outcome, float]) -> None:
+        attempt.reported = True
+        attempt.on_result(*result)
 
     def _log(self, outcome: Outcome, latency: float, delay: float) -> None:
         if self._on_probe is not None:
@@ -172,11 +298,11 @@ class DependencyScheduler:
 
     async def aclose(self) -> None:
         """Release the probe's connections (bounded: a probe must not hang shutdown)."""
-        with contextlib.suppress(Exception, TimeoutError):
-            await asyncio.wait_for(self.probe.aclose(), timeout=1.0)
+        await _close(self.probe)
+        if self._closing:
+            await asyncio.wait(set(self._closing), timeout=_CLOSE)
 
 
-def _consume(task: asyncio.Task[Outcome]) -> None:
-    """Retrieve a stuck probe's late result so asyncio does not warn that it was never read."""
-    if not task.cancelled():
-        task.exception()
+async def _close(probe: Probe) -> None:
+    with contextlib.suppress(Exception, TimeoutError):
+        await asyncio.wait_for(probe.aclose(), timeout=_CLOSE)

@@ -59,7 +59,22 @@ class RedisProbe:
         self._watch_denied = False
 
     async def check(self) -> Outcome:
-        """PING, then read role, loading and memory from INFO."""
+        """PING, then read role, loading and memory from INFO.
+
+        A kept connection the server closed since the last check (a crash, a restart, ``CLIENT KILL``, an idle
+        timeout) says nothing about the server now: that check is made again, once, on a new connection, whose
+        answer (or refusal) is the probe's. A refused connect right after a dropped connection proves a crash
+        (``policies.evidence``), so this is what lets a crashed Redis be ``down`` at once.
+        """
+        kept = self._client is not None
+        try:
+            return await self._check()
+        except ProbeFailure as exc:
+            if not kept or exc.reason != "connection_closed":
+                raise
+        return await self._check()
+
+    async def _check(self) -> Outcome:
         if self._client is None:
             self._client = _client(self._options.url, self._timeout, self._timeout)
         try:

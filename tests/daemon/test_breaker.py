@@ -313,3 +313,82 @@ def test_any_outcome_sequence_keeps_the_invariants(sequence: list[tuple[Outcome,
             assert state is not DepState.DOWN
         assert min(s.fast_interval, s.down_interval.initial) <= delay <= s.down_interval.max
         assert h.breaker.status.probes == n
+
+
+# -- conclusive evidence: a kept connection lost, then a refused connect ------------------------------------------
+
+TIMEOUT_FAIL = Outcome(Verdict.FAILURE, "timeout", "no answer within 500ms")
+RESET = Outcome(Verdict.FAILURE, "connection_reset", "ConnectionResetError: [Errno 104] reset")
+
+
+def test_a_dropped_connection_then_a_refused_connect_is_down_at_once() -> None:
+    """A crash: the kept connection drops and the re-probe's connect is refused. That is down/open on that one
+    failure, at the time of that probe, with the refusal as the reason."""
+    h = Harness()
+    h.feed(OK)
+    h.clock.advance(0.3)
+    h.breaker.connection_lost()
+    crashed_at = h.clock.now()
+    h.feed(FAIL)
+    assert h.state == (DepState.DOWN, OPEN)
+    assert h.breaker.status.reason == "connection_refused"
+    assert h.breaker.status.since == crashed_at
+    assert h.breaker.status.consecutive_failures == 1
+
+
+def test_a_single_refused_connect_without_a_dropped_connection_still_waits_for_the_threshold() -> None:
+    """A refused probe of an otherwise healthy dependency (no kept connection dropped) is one failure among
+    unhealthy_threshold, as before."""
+    h = Harness()
+    h.feed(OK)
+    h.feed(FAIL)
+    assert h.state == (DepState.HEALTHY, CLOSED)
+    h.feed(FAIL)
+    assert h.state == (DepState.HEALTHY, CLOSED)
+    h.feed(FAIL)
+    assert h.state == (DepState.DOWN, OPEN)
+
+
+@pytest.mark.parametrize("outcome", [TIMEOUT_FAIL, RESET])
+def test_a_dropped_connection_then_a_timeout_or_reset_goes_through_the_threshold(outcome: Outcome) -> None:
+    """Only a refusal proves a crash: after a dropped connection, a timeout (a hang, a lost packet) or a reset (an
+    idle-timeout middlebox) is an ordinary failure counted towards unhealthy_threshold."""
+    h = Harness()
+    h.feed(OK)
+    h.breaker.connection_lost()
+    h.feed(outcome)
+    assert h.state == (DepState.HEALTHY, CLOSED)
+    assert h.breaker.status.consecutive_failures == 1
+
+
+def test_the_evidence_lasts_until_a_success() -> None:
+    """A dropped connection followed by a timeout and then a refusal is still a proven crash (no answer came in
+    between); a success in between ends the evidence, and a later refusal counts as one failure."""
+    h = Harness()
+    h.feed(OK)
+    h.breaker.connection_lost()
+    h.feed(TIMEOUT_FAIL)
+    h.feed(FAIL)
+    assert h.state == (DepState.DOWN, OPEN)
+
+    h = Harness()
+    h.feed(OK)
+    h.breaker.connection_lost()
+    h.feed(OK)  # the connection dropped, but the server answered the re-probe: a restart of ours, not a crash
+    h.feed(FAIL)
+    assert h.state == (DepState.HEALTHY, CLOSED)
+    assert h.breaker.status.consecutive_failures == 1
+
+
+def test_after_a_proven_crash_recovery_needs_healthy_threshold_successes() -> None:
+    """Going down at once does not shortcut the way back: the breaker backs off, goes half open on a success and
+    closes after healthy_threshold successes, as after any other opening."""
+    h = Harness()
+    h.feed(OK)
+    h.breaker.connection_lost()
+    delay = h.feed(FAIL)
+    assert SETTINGS.down_interval.initial <= delay <= SETTINGS.down_interval.initial * SETTINGS.down_interval.multiplier
+    h.feed(OK)
+    assert h.state == (DepState.DOWN, HALF_OPEN)
+    h.feed(OK)
+    assert h.state == (DepState.HEALTHY, CLOSED)

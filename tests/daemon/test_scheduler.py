@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from support import until
+
 from failsoft.daemon.breaker import Breaker
 from failsoft.daemon.clock import SystemClock
 from failsoft.daemon.config import Backoff, ProbeSettings
@@ -297,13 +299,14 @@ async def test_a_failing_dependency_is_reprobed_at_fast_interval_then_opens() ->
     """Run with real time: a healthy dependency that starts failing is confirmed down after unhealthy_threshold
     probes spaced by fast_interval, not by the normal interval. The normal interval is an hour, so reaching down
     within the test's deadline is only possible at fast_interval (the first failure is probed at once by a wake-up,
-    as a dropped connection does)."""
+    as a dropped connection does). The failures are resets, not refusals: after a dropped connection a refused
+    connect would prove a crash and be down at once (test_a_crash_is_down_on_the_first_refused_reprobe)."""
     settings = ProbeSettings(interval=3600, timeout=TIMEOUT, fast_interval=0.05, unhealthy_threshold=3, jitter=0)
     failing = asyncio.Event()
 
     def behaviour(_: ScriptedProbe) -> object:
         if failing.is_set():
-            raise ConnectionRefusedError(111, "refused")
+            raise ConnectionResetError(104, "reset")
         return OK
 
     scheduler, probe, reports = make(behaviour, settings)
@@ -315,8 +318,158 @@ async def test_a_failing_dependency_is_reprobed_at_fast_interval_then_opens() ->
             probe.wake()
             await reports.until(lambda r: r[-1].state is DepState.DOWN)
         assert probe.calls == 1 + 3  # the healthy probe, then the three failures
-        assert reports[-1].reason == "connection_refused"
+        assert reports[-1].reason == "connection_reset"
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+# -- overlapping probes and their bound ----------------------------------------------------------------------------
+
+
+class Fleet:
+    """A probe factory that builds a new ScriptedProbe per call and counts how many checks run at once."""
+
+    def __init__(self, behaviour: Callable[[ScriptedProbe], object]) -> None:
+        self.probes: list[ScriptedProbe] = []
+        self.running = 0
+        self.most = 0
+        self.behaviour = behaviour
+
+    def __call__(self, wake: Callable[[], None]) -> ScriptedProbe:
+        async def counted(probe: ScriptedProbe) -> object:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            try:
+                result = self.behaviour(probe)
+                return await result if asyncio.iscoroutine(result) else result
+            finally:
+                self.running -= 1
+
+        probe = ScriptedProbe(counted, wake)
+        self.probes.append(probe)
+        return probe
+
+
+async def _run_until(scheduler: DependencyScheduler, predicate: Callable[[], bool], within: float = 10) -> None:
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await until(predicate, within)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_stuck_probes_never_exceed_unhealthy_threshold() -> None:
+    """Probes that ignore cancellation and never end: however long it runs, no more than unhealthy_threshold checks
+    exist at once (abandoned ones included), and the scheduler still reports a timeout at each due time."""
+    settings = ProbeSettings(interval=0.05, timeout=0.05, fast_interval=0.02, slow_threshold=0.02,
+                             unhealthy_threshold=3, down_interval=Backoff(0.02, 0.05, 2))
+    fleet = Fleet(hang_ignoring_cancel)
+    reports = Reports()
+    scheduler = DependencyScheduler(Breaker("dep", "tcp", settings), fleet, reports.append, SystemClock(),
+                                    Redactor(()))
+    await _run_until(scheduler, lambda: len(reports) >= 15)
+    assert fleet.most == 3
+    assert sum(p.calls for p in fleet.probes) == 3  # the three stuck ones were never joined by a fourth
+    assert reports[-1].state is DepState.DOWN and reports[-1].reason == "timeout"
+    for probe in fleet.probes:
+        probe.release.set()
+
+
+async def test_a_hung_dependency_is_probed_by_overlapping_probes_each_with_its_own_deadline() -> None:
+    """A hang: each check waits until cancelled at its deadline. While the first is still running a second and a
+    third start beside it (on spare probe objects, closed afterwards), so the three timeouts arrive fast_interval
+    apart and the breaker opens; at no time do more than unhealthy_threshold run."""
+    settings = ProbeSettings(interval=30.0, timeout=0.3, fast_interval=0.05, slow_threshold=0.05,
+                             unhealthy_threshold=3, jitter=0)
+    hung = asyncio.Event()
+
+    async def behaviour(probe: ScriptedProbe) -> Outcome:
+        if hung.is_set():
+            return await hang_honouring_cancel(probe)
+        return OK
+
+    fleet = Fleet(behaviour)
+    reports = Reports()
+    scheduler = DependencyScheduler(Breaker("dep", "tcp", settings), fleet, reports.append, SystemClock(),
+                                    Redactor(()))
+    task = asyncio.create_task(scheduler.run())
+    try:
+        async with asyncio.timeout(10):
+            await reports.until(len)
+            hung.set()
+            fleet.probes[0].wake()  # probe now, into the hang
+            await reports.until(lambda r: r[-1].state is DepState.DOWN)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await scheduler.aclose()
+    starts = sorted(t for p in fleet.probes for t in p.check_times)[1:4]  # the three probes into the hang
+    assert starts[1] - starts[0] < settings.timeout  # the second began before the first's deadline
+    assert reports[-1].reason == "timeout" and reports[-1].consecutive_failures == 3
+    assert fleet.most <= 3
+    assert len(fleet.probes) >= 2 and all(p.closed for p in fleet.probes[1:])  # spares are released
+
+
+async def test_a_late_outcome_of_an_older_probe_is_not_recorded_over_a_newer_one() -> None:
+    """An early probe that times out after a later probe already answered must not count as the newest news: the
+    dependency that answered stays healthy, with no failure counted."""
+    settings = ProbeSettings(interval=30.0, timeout=0.3, fast_interval=0.05, slow_threshold=0.05,
+                             unhealthy_threshold=3, jitter=0)
+    first_hangs = asyncio.Event()
+
+    async def behaviour(probe: ScriptedProbe) -> Outcome:
+        if first_hangs.is_set():
+            first_hangs.clear()  # only this one hangs; the overlapping one answers at once
+            return await hang_honouring_cancel(probe)
+        return OK
+
+    fleet = Fleet(behaviour)
+    reports = Reports()
+    scheduler = DependencyScheduler(Breaker("dep", "tcp", settings), fleet, reports.append, SystemClock(),
+                                    Redactor(()))
+    task = asyncio.create_task(scheduler.run())
+    try:
+        async with asyncio.timeout(10):
+            await reports.until(len)
+            first_hangs.set()
+            fleet.probes[0].wake()
+            await reports.until(lambda r: len(r) >= 2)
+            # The hung one reaches its deadline after the overlapping one answered; its outcome is then taken in.
+            await until(lambda: fleet.probes[0].cancelled and not scheduler._attempts and not scheduler._results, 5)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await scheduler.aclose()
+    assert all(r.state is DepState.HEALTHY and r.consecutive_failures == 0 for r in reports)
+
+
+async def test_a_crash_is_down_on_the_first_refused_reprobe() -> None:
+    """A kept connection drops (connection_lost) and the re-probe is refused: the scheduler reports down after
+    that one probe, not after unhealthy_threshold of them."""
+    settings = ProbeSettings(interval=30.0, timeout=TIMEOUT, unhealthy_threshold=3)
+    crashed = asyncio.Event()
+
+    def behaviour(_: ScriptedProbe) -> object:
+        if crashed.is_set():
+            raise ConnectionRefusedError(111, "Connect call failed")
+        return OK
+
+    scheduler, probe, reports = make(behaviour, settings)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        async with asyncio.timeout(5):
+            await reports.until(len)
+            crashed.set()
+            probe.wake()
+            await reports.until(lambda r: len(r) >= 2)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert (reports[1].state, reports[1].reason, probe.calls) == (DepState.DOWN, "connection_refused", 2)

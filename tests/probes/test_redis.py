@@ -156,11 +156,30 @@ async def test_killing_the_server_fires_the_watch_hook(own_redis: Any) -> None:
         print(f"connection_lost {1000 * (time.monotonic() - killed):.0f} ms after kill -9")
         with pytest.raises(Exception) as caught:
             await probe.check()
-        assert exception_reason(caught.value)[0] in ("connection_refused", "connection_closed")
+        # The kept connection found closed is checked again on a new one, which is refused: the crash's proof.
+        assert exception_reason(caught.value)[0] == "connection_refused"
         own_redis.start()
         assert await until_async(lambda: _is_ok(probe), 5, "OK after the restart")
     finally:
         await probe.aclose()
+
+
+async def test_a_kept_connection_the_server_closed_is_checked_again_on_a_new_one(redis_server: Any) -> None:
+    """CLIENT KILL of the probe's connection (the server is fine): the next check is OK, made on a new connection,
+    instead of a connection_closed failure that would say nothing about the server."""
+    probe = make_probe(redis_server.url)
+    admin = Redis.from_url(redis_server.url)
+    try:
+        assert await probe.check() == OK
+        killed = 0
+        for client in await admin.client_list():
+            if client["name"] == "" and client["cmd"] in ("info", "ping"):
+                killed += await admin.client_kill_filter(_id=client["id"])
+        assert killed >= 1
+        assert await probe.check() == OK
+    finally:
+        await probe.aclose()
+        await admin.aclose()
 
 
 async def test_closing_the_probe_does_not_fire_the_hook(own_redis: Any) -> None:
