@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); \
 	  else echo "cannot create a virtual environment: install python3-venv (sudo apt-get install -y python3-venv)"; exit 1; fi; }
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,uvloop]'
 	@touch $@
 
 # PostgreSQL and Redis for the demo and the tests: the local binaries, installed with apt when missing

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from failsoft.daemon import cors, httpdeadline, limits
 from failsoft.daemon.config import Config
-from failsoft.daemon.hub import Hub, Published
+from failsoft.daemon.hub import Hub
 from failsoft.daemon.identity import etag_matches, index_is_current, parse_index
 from failsoft.daemon.state import OverrideCommand
 from failsoft.daemon.yamlread import parse_duration
@@ -70,10 +70,6 @@ async def json_errors(
         return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
 
 
-def _headers(pub: Published) -> dict[str, str]:
-    return {"ETag": pub.etag, "X-Failsoft-Index": str(pub.seq), "Cache-Control": "no-cache"}
-
-
 def _query_index(request: web.Request) -> tuple[str | None, int] | None:
     raw = request.query.get("index")
     if raw is None:
@@ -96,8 +92,25 @@ def parse_http_duration(raw: str) -> float:
 
 
 async def service_level(request: web.Request) -> web.StreamResponse:
-    """``GET /service-level``: the State; 304 on a matching ETag; a blocking query with ``index``/``wait``."""
+    """``GET /service-level``: the State; 304 on a matching ETag; a blocking query with ``index``/``wait``.
+
+    The plain read (no query string) is the hot path: the body and the headers were built once when the State was
+    published (``Published``), so an answer is a copy of ready-made headers and a reference to the bytes.
+    """
     rt = request.app[RUNTIME]
+    if not request.query_string:
+        pub = rt.hub.current
+        if pub is None:
+            return error(503, "starting", "the daemon is starting")
+        inm = request.headers.get("If-None-Match")
+        if inm is not None and etag_matches(inm, pub.snapshot.boot, pub.seq):
+            return web.Response(status=304, headers=pub.not_modified)
+        return web.Response(status=pub.status, body=pub.body, headers=pub.headers)
+    return await _blocking_query(request, rt)
+
+
+async def _blocking_query(request: web.Request, rt: Runtime) -> web.StreamResponse:
+    """``?index=N&wait=D``: wait for a State past ``index``, then answer as a plain read does."""
     index = _query_index(request)
     wait = DEFAULT_WAIT
     if "wait" in request.query:
@@ -114,9 +127,8 @@ async def service_level(request: web.Request) -> web.StreamResponse:
     if pub is None:
         return error(503, "starting", "the daemon is starting")
     if etag_matches(request.headers.get("If-None-Match"), pub.snapshot.boot, pub.seq):
-        return web.Response(status=304, headers=_headers(pub))
-    status = 503 if pub.snapshot.level == "unknown" else 200
-    return web.Response(status=status, body=pub.body, content_type=JSON, headers=_headers(pub))
+        return web.Response(status=304, headers=pub.not_modified)
+    return web.Response(status=pub.status, body=pub.body, headers=pub.headers)
 
 
 async def healthz(request: web.Request) -> web.Response:

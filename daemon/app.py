@@ -119,6 +119,7 @@ class Daemon:
             runtime.tasks[f"probe:{s.name}"] = asyncio.create_task(s.run(), name=f"probe:{s.name}")
         runtime.tasks["reports"] = asyncio.create_task(reports.run(), name="reports")
         log.info("listening", host=host, port=bound, url=f"http://{_url_host(host)}:{bound}",
+                 event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
                  service=config.service, dependencies=list(config.dependencies),
                  max_connections=site.max_connections, fd_limit=site.fd_limit)
         return daemon

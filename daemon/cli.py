@@ -66,7 +66,7 @@ def _load(path: str | None) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from failsoft.daemon import logs
+    from failsoft.daemon import eventloop, logs
     from failsoft.daemon.app import StartupError, serve
 
     config = _load(args.config)
@@ -74,8 +74,10 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     logs.configure(config.log.level, config.log.format, config.redactor())
     try:
-        asyncio.run(serve(config))
-    except StartupError as exc:
+        _, factory = eventloop.loop_factory(os.environ)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve(config))
+    except (StartupError, eventloop.EventLoopError) as exc:
         print(f"failsoft: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     return EXIT_OK

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from multidict import CIMultiDict
 
 from failsoft.daemon.state import Event, Snapshot
 
@@ -21,10 +22,23 @@ RING_SIZE = 1024
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """A State as readers see it: the snapshot, its JSON body and its ETag."""
+    """A State as readers see it: the snapshot, its JSON body and its ETag, and the answer's headers.
+
+    Everything a ``GET /service-level`` sends is built here, once per published State, so that answering costs
+    the same whatever the number of readers: the handler copies ready-made headers and hands over the bytes.
+    """
 
     snapshot: Snapshot
     body: bytes
+    status: int = field(init=False, compare=False)  # 503 while the level is unknown, else 200
+    headers: CIMultiDict[str] = field(init=False, repr=False, compare=False)  # for 200/503, with Content-Type
+    not_modified: CIMultiDict[str] = field(init=False, repr=False, compare=False)  # for 304
+
+    def __post_init__(self) -> None:
+        common = {"ETag": self.etag, "X-Failsoft-Index": str(self.snapshot.seq), "Cache-Control": "no-cache"}
+        object.__setattr__(self, "status", 503 if self.snapshot.level == "unknown" else 200)
+        object.__setattr__(self, "headers", CIMultiDict({"Content-Type": "application/json", **common}))
+        object.__setattr__(self, "not_modified", CIMultiDict(common))
 
     @property
     def seq(self) -> int:

@@ -145,6 +145,7 @@ class ServiceState:
         self.ready = not self.deps  # with nothing to probe, the best level is known at once
         self.grace = StartupGrace(clock.monotonic(), {n: d.settings.startup_grace
                                                       for n, d in config.dependencies.items()})
+        self.changed = True  # something a reader would see moved since the last snapshot was taken
 
     # -- inputs ------------------------------------------------------------------------------------------
 
@@ -155,6 +156,11 @@ class ServiceState:
         self.grace = self.grace.step(status)
         if prev.probes == 0 and status.probes > 0:
             _log_first_state(status)
+        if self.ready and _visible(prev) == _visible(status):
+            # Only the latency and the probe count moved: nothing to evaluate, nothing to publish now. The next
+            # change or refresh (``run_owner``) carries the newest latency.
+            return []
+        self.changed = True
         events: list[Event] = []
         if self.ready and (prev.state, prev.breaker, prev.reason) != (status.state, status.breaker, status.reason):
             events.append(self._event("dependency_changed", {
@@ -268,6 +274,7 @@ class ServiceState:
 
     def snapshot(self) -> Snapshot:
         """The current State, stamped now."""
+        self.changed = False
         now = self.clock.now()
         policy = self.config.policy
         known = self.level != UNKNOWN
@@ -289,6 +296,12 @@ class ServiceState:
             ready=self.ready,
             starting=self.grace.starting(self.clock.monotonic()),
         )
+
+
+def _visible(d: DependencyStatus) -> tuple[object, ...]:
+    """What of a dependency's status readers act on: everything but the latency and the probe count."""
+    return (d.state, d.breaker, d.since, d.consecutive_failures, d.reason, d.last_error, d.retry_at, d.details,
+            d.probes == 0)
 
 
 def _list_or_none(items: tuple[str, ...] | None) -> list[str] | None:
@@ -367,7 +380,11 @@ async def run_owner(
                 msg.done.set_result(events)
         else:
             events = state.tick()
-        if clock.monotonic() >= next_refresh:
+        refreshed = clock.monotonic() >= next_refresh
+        if refreshed:
             next_refresh = clock.monotonic() + refresh
-        hub.publish(state.snapshot(), events)
+        # A probe result that changed nothing a reader acts on (its latency only) is not serialised again: the
+        # State is built and serialised once per change, and once per refresh so that valid_until moves.
+        if events or state.changed or refreshed or msg is None or isinstance(msg, OverrideCommand):
+            hub.publish(state.snapshot(), events)
 

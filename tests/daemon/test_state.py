@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import until
 
 from failsoft.daemon.clock import ManualClock, SystemClock, iso
 from failsoft.daemon.config import Config, ConfigError, parse_config
@@ -418,3 +419,32 @@ async def test_run_owner_refreshes_the_state_while_nothing_changes() -> None:
     assert third.valid_until > first.valid_until
     assert (third.valid_until - third.updated_at).total_seconds() == 15
     assert first.seq == third.seq == 0
+
+
+async def test_a_probe_result_that_only_moves_the_latency_is_not_published_again() -> None:
+    """The State is serialised once per change: a probe result whose only news is its latency (and probe count)
+    publishes nothing, while the next one that changes something a reader acts on (a failure counted) publishes
+    at once, carrying the newest latency too."""
+    hub = Hub()
+    published: list[Any] = []
+    hub.add_listener(lambda pub, _: published.append(pub))
+    state = ServiceState(config(), SystemClock())
+    inbox: asyncio.Queue[Any] = asyncio.Queue()
+    owner = asyncio.create_task(run_owner(state, inbox, hub, refresh=60))
+    try:
+        for name in NAMES:
+            inbox.put_nowait(status(name))
+        await until(lambda: hub.current is not None and hub.current.snapshot.level == "full", 5)
+        count = len(published)
+        for i in range(20):
+            inbox.put_nowait(status("db", latency_ms=2.0 + i, probes=2 + i))
+        await until(inbox.empty, 5)
+        await asyncio.sleep(0)  # let the owner finish the last message
+        assert len(published) == count
+        failing = dataclasses.replace(status("db", latency_ms=99.0, probes=30), consecutive_failures=1)
+        inbox.put_nowait(failing)
+        await until(lambda: len(published) > count, 5)
+        db = orjson.loads(published[-1].body)["dependencies"]["db"]
+        assert (db["consecutive_failures"], db["latency_ms"]) == (1, 99.0)
+    finally:
+        owner.cancel()
