@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -12,6 +13,7 @@ from redis import exceptions as rex
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.client import NEVER_DECODE
 
 from failsoft.policies.classify import causes
 from failsoft.probes.base import OK, Outcome, ProbeFailure, ProbeHooks, degraded
@@ -43,6 +45,19 @@ def _client(url: str, timeout: float | None, connect_timeout: float) -> Redis:
         health_check_interval=0,
         # No client_name: CLIENT SETNAME at connect would fail for an ACL user allowed little more than PING.
     )
+
+
+# The INFO fields the probe reads, and a parser that reads only them (redis-py's parses every field, ~150 of them).
+INFO_FIELDS = re.compile(rb"^(loading|role|used_memory|maxmemory|maxmemory_policy):([^\r\n]*)", re.MULTILINE)
+
+
+def _raw(response: bytes, **_: Any) -> bytes:
+    return response
+
+
+def _info_fields(raw: bytes) -> dict[str, str]:
+    """``loading``, ``role``, ``used_memory``, ``maxmemory`` and ``maxmemory_policy`` from a raw INFO answer."""
+    return {k.decode(): v.decode(errors="replace") for k, v in INFO_FIELDS.findall(raw)}
 
 
 class RedisProbe:
@@ -77,8 +92,8 @@ class RedisProbe:
     async def _check(self) -> Outcome:
         if self._client is None:
             self._client = _client(self._options.url, self._timeout, self._timeout)
+            self._client.set_response_callback("INFO", _raw)  # parsed by _info_fields, only what is read
         try:
-            await self._client.ping()
             info = await self._info(self._client)
         except rex.BusyLoadingError:
             return degraded("loading", "the server is loading its dataset")
@@ -101,15 +116,20 @@ class RedisProbe:
         return self._judge(info)
 
     async def _info(self, client: Redis) -> dict[str, Any]:
-        """INFO, when this user may run it: what it tells are refinements, PING is the health check."""
-        if self._info_denied:
-            return {}
-        try:
-            info: dict[str, Any] = await client.info()
-        except rex.NoPermissionError:
-            self._info_denied = True  # an ACL user limited to PING: do not ask again
-            return {}
-        return info
+        """INFO, when this user may run it, else PING: one round trip either way.
+
+        An answered INFO proves the server answers as much as a PING does (and Redis answers INFO while loading
+        its dataset, which ``_judge`` reads), so a user allowed INFO gets no separate PING. Only the few fields
+        ``_judge`` reads are parsed out of INFO's several kilobytes (``_info_fields``), not all of them.
+        """
+        if not self._info_denied:
+            try:
+                raw = await client.execute_command("INFO", **{NEVER_DECODE: True})  # type: ignore[no-untyped-call]
+                return _info_fields(raw)
+            except rex.NoPermissionError:
+                self._info_denied = True  # an ACL user limited to PING: do not ask again
+        await client.ping()
+        return {}
 
     def _judge(self, info: dict[str, Any]) -> Outcome:
         if int(info.get("loading", 0)):

@@ -281,3 +281,22 @@ async def _watch_subscribed(server: Any) -> None:
 async def _has_watch(client: Redis) -> bool:
     channels = await client.pubsub_channels("failsoft:probe-watch:*")
     return bool(channels)
+
+
+async def test_the_info_fields_read_match_redis_py_s_full_parse(redis_server: Any) -> None:
+    """The probe parses only the INFO fields it judges by; on a real server's INFO they are exactly what redis-py's
+    full parser gives for them, as strings (``_judge`` converts)."""
+    from redis._parsers.helpers import parse_info
+
+    from failsoft.probes.redis import _info_fields
+
+    client = Redis.from_url(redis_server.url)
+    client.set_response_callback("INFO", lambda response, **_: response)
+    try:
+        raw = await client.execute_command("INFO", NEVER_DECODE=True)
+    finally:
+        await client.aclose()
+    full = parse_info(raw)
+    mine = _info_fields(raw)
+    assert set(mine) == {"loading", "role", "used_memory", "maxmemory", "maxmemory_policy"}
+    assert {k: str(full[k]) for k in mine} == mine

@@ -1,0 +1,50 @@
+"""Idle cost: CPU and memory of a daemon probing 10 healthy dependencies once a second, doing nothing else."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from benchlib import Figure, Rows, rss_kib
+from serving import cpu_seconds
+
+from failsoft.devtools.localservers import PostgresServer, RedisServer
+
+CONFIG = """
+http: {{listen: "127.0.0.1:0"}}
+log: {{level: info}}
+dependencies:
+{deps}
+"""
+
+
+def ten_dependencies(pg: PostgresServer, rd: RedisServer) -> str:
+    """4 PostgreSQL, 4 Redis and 2 TCP dependencies on the local servers, at the default 1 s interval."""
+    lines = [f'  db{i}: {{kind: postgres, dsn: "{pg.dsn}"}}' for i in range(4)]
+    lines += [f'  cache{i}: {{kind: redis, url: "{rd.url}"}}' for i in range(4)]
+    lines += [f'  tcp{i}: {{kind: tcp, address: "127.0.0.1:{rd.port}"}}' for i in range(2)]
+    return "\n".join(lines)
+
+
+def bench_idle(rows: Rows, quick: bool, pg: PostgresServer, rd: RedisServer, env: dict[str, str] | None = None,
+               label: str = "") -> None:
+    """CPU % of one core over a quiet window (after a warm-up), and RSS, for 10 dependencies at 1 Hz."""
+    from support import DaemonProcess
+
+    window = 15 if quick else 40
+    tmp = Path(tempfile.mkdtemp(prefix="failsoft-bench-idle-"))
+    d = DaemonProcess(CONFIG.format(deps=ten_dependencies(pg, rd)), tmp, env=env).start()
+    try:
+        assert d.proc is not None
+        time.sleep(3)  # connections made, the first probes done
+        c0, t0 = cpu_seconds(d.proc.pid), time.monotonic()
+        time.sleep(window)
+        cpu = (cpu_seconds(d.proc.pid) - c0) / (time.monotonic() - t0) * 100
+        rss = rss_kib(d.proc.pid) / 1024
+    finally:
+        d.stop()
+    suffix = f" ({label})" if label else ""
+    rows.add(Figure(f"idle CPU, 10 dependencies at 1 Hz{suffix}", cpu, "%", samples=[cpu], key=f"idle.cpu{label}",
+                    note=f"{window}s window, % of one core"))
+    rows.add(Figure(f"idle RSS, 10 dependencies{suffix}", rss, "MiB", samples=[rss], key=f"idle.rss{label}"))
