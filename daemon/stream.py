@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import structlog
 from aiohttp import web
 
+from failsoft.daemon import fanout
 from failsoft.daemon.api import JSON, RUNTIME, Runtime, error, parse_http_duration
 from failsoft.daemon.hub import RING_SIZE, Published, PublishedEvent, Subscription, sse_frame, state_id
 from failsoft.daemon.identity import parse_state_id
@@ -89,10 +90,16 @@ class EventStreams:
         resp = _stream_response(pub)
         try:
             await resp.prepare(request)
+            fanout.bound_send_buffer(transport)
             await resp.write(first)
             # Stopping: the current State, then the end of the stream (not a 503, after which a browser would
             # not reconnect), so that the reader comes back after ``retry:`` to the next process.
             if not rt.stopping.is_set():
+                floor = await _catch_up(resp, sub, floor)
+                if transport is not None:
+                    # No await since the queue was found empty: every later event goes straight to the socket.
+                    chunked = resp.headers.get("Transfer-Encoding", "").lower() == "chunked"
+                    sub.deliver_directly(fanout.direct_writer(transport, floor, chunked))
                 await self._follow(resp, sub, floor)
             await resp.write_eof()
         except ConnectionError:
@@ -158,8 +165,17 @@ def _drop(transport: asyncio.BaseTransport | None, queued: int) -> None:
     """Cut off a reader that stopped reading: its write may be blocked, so only closing the socket frees it."""
     peer = transport.get_extra_info("peername") if transport is not None else None
     log.info("stream_dropped", reason="the reader fell too far behind", queued=queued, peer=str(peer))
-    if transport is not None and isinstance(transport, asyncio.WriteTransport):
-        transport.abort()
+    # Not isinstance(transport, asyncio.WriteTransport): uvloop's transports do not derive from asyncio's classes.
+    if transport is not None:
+        cast(asyncio.Transport, transport).abort()
+
+
+async def _catch_up(resp: web.StreamResponse, sub: Subscription, floor: int) -> int:
+    """Write what was queued while the first frames were being written, until the queue is empty; the new floor."""
+    while frames := _drain(sub, floor):
+        floor = frames[-1].seq
+        await resp.write(b"".join(f.frame for f in frames))
+    return floor
 
 
 def _drain(sub: Subscription, floor: int) -> list[PublishedEvent]:

@@ -27,7 +27,7 @@ def ten_dependencies(pg: PostgresServer, rd: RedisServer) -> str:
     return "\n".join(lines)
 
 
-def bench_idle(rows: Rows, quick: bool, pg: PostgresServer, rd: RedisServer, env: dict[str, str] | None = None,
+def bench_idle(rows: Rows, quick: bool, pg: PostgresServer, rd: RedisServer, *, env: dict[str, str] | None = None,
                label: str = "") -> None:
     """CPU % of one core over a quiet window (after a warm-up), and RSS, for 10 dependencies at 1 Hz."""
     from support import DaemonProcess

@@ -20,7 +20,7 @@ import support
 from aiohttp import web
 from support import db, until
 
-from failsoft.daemon import stream
+from failsoft.daemon import fanout, stream
 from failsoft.daemon.api import Runtime, build_app
 from failsoft.daemon.clock import ManualClock
 from failsoft.daemon.config import parse_config
@@ -330,6 +330,31 @@ async def test_a_reader_that_never_reads_is_dropped_and_the_others_see_every_eve
         closed = await _read_until_closed(stuck)
         assert closed, "the server did not close the stuck reader's connection"
         good.close()
+
+
+async def test_a_stalled_reader_holds_a_bounded_number_of_bytes_before_it_is_dropped() -> None:
+    """Events go straight to each stream's socket, whose kernel send buffer is kept small: a reader that never
+    reads is dropped once its socket and the bounded user-space buffer are full, having been sent a bounded
+    number of bytes (not the megabytes an auto-tuned socket buffer takes), while a reading stream gets them all."""
+    async with serve() as s:
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.setblocking(False)
+        host, port = s.url.removeprefix("http://").split(":")
+        await asyncio.get_running_loop().sock_connect(stuck, (host, int(port)))
+        stuck.send(b"GET /service-level/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        await until(lambda: s.hub.subscribers == 1, what="the stuck reader to subscribe")
+        sent = 0
+        while s.hub.subscribers == 1 and sent < 64 * 1024 * 1024:
+            before = s.seq
+            s.flip()
+            sent += sum(len(e.chunk) for e in s.hub.ring if e.seq > before)
+            await asyncio.sleep(0)
+        assert s.hub.subscribers == 0, f"the stuck reader was still subscribed after {sent} bytes"
+        # Its kernel buffers (both ends, Linux doubles each) plus the user-space limit, with room for one event.
+        bound = 2 * fanout.SEND_BUFFER + fanout.WRITE_BUFFER_LIMIT + 2 * 4096 + 64 * 1024
+        assert sent <= bound, f"{sent} bytes were sent to a reader that never read (bound {bound})"
+        assert await _read_until_closed(stuck)
 
 
 async def _read_until_closed(sock: socket.socket) -> bool:
