@@ -17,7 +17,7 @@ class Figure:
     """One row: a headline ``value`` in ``unit``, the samples behind it, and a note (a ratio to an anchor)."""
 
     what: str
-    value: float
+    value: float | None
     unit: str
     samples: list[float] = field(default_factory=list)
     note: str = ""
@@ -53,6 +53,10 @@ class Rows:
         s = sorted(x * scale for x in seconds)
         p99 = s[min(len(s) - 1, int(len(s) * 0.99))]
         return self.add(Figure(what, statistics.median(s), unit, s, note, key, p99, s[-1]))
+
+    def note(self, what: str, text: str) -> None:
+        """A row with one figure given as text (e.g. ``"1,234 reports/s"``)."""
+        self.add(Figure(what, None, "", note=text, key=what))
 
     def skip(self, what: str, why: str) -> None:
         """A row that could not be measured here, and why (printed under the table)."""

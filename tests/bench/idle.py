@@ -27,14 +27,23 @@ def ten_dependencies(pg: PostgresServer, rd: RedisServer) -> str:
     return "\n".join(lines)
 
 
-def bench_idle(rows: Rows, quick: bool, pg: PostgresServer, rd: RedisServer, *, env: dict[str, str] | None = None,
-               label: str = "") -> None:
+def bench_idle(rows: Rows, quick: bool) -> None:
+    """Idle CPU and RSS on asyncio's loop and on uvloop (when installed), on the same local servers."""
+    import importlib.util
+
+    loops = ["asyncio", "uvloop"] if importlib.util.find_spec("uvloop") else ["asyncio"]
+    with PostgresServer() as pg, RedisServer() as rd:
+        for loop in loops:
+            _idle(rows, quick, pg, rd, loop)
+
+
+def _idle(rows: Rows, quick: bool, pg: PostgresServer, rd: RedisServer, loop: str) -> None:
     """CPU % of one core over a quiet window (after a warm-up), and RSS, for 10 dependencies at 1 Hz."""
     from support import DaemonProcess
 
-    window = 15 if quick else 40
+    window = 20 if quick else 60
     tmp = Path(tempfile.mkdtemp(prefix="failsoft-bench-idle-"))
-    d = DaemonProcess(CONFIG.format(deps=ten_dependencies(pg, rd)), tmp, env=env).start()
+    d = DaemonProcess(CONFIG.format(deps=ten_dependencies(pg, rd)), tmp, env={"FAILSOFT_EVENT_LOOP": loop}).start()
     try:
         assert d.proc is not None
         time.sleep(3)  # connections made, the first probes done
@@ -44,7 +53,6 @@ def bench_idle(rows: Rows, quick: bool, pg: PostgresServer, rd: RedisServer, *, 
         rss = rss_kib(d.proc.pid) / 1024
     finally:
         d.stop()
-    suffix = f" ({label})" if label else ""
-    rows.add(Figure(f"idle CPU, 10 dependencies at 1 Hz{suffix}", cpu, "%", samples=[cpu], key=f"idle.cpu{label}",
+    rows.add(Figure(f"idle CPU, 10 dependencies at 1 Hz ({loop})", cpu, "%", samples=[cpu], key=f"idle.cpu.{loop}",
                     note=f"{window}s window, % of one core"))
-    rows.add(Figure(f"idle RSS, 10 dependencies{suffix}", rss, "MiB", samples=[rss], key=f"idle.rss{label}"))
+    rows.add(Figure(f"idle RSS, 10 dependencies ({loop})", rss, "MiB", samples=[rss], key=f"idle.rss.{loop}"))

@@ -1,207 +1,125 @@
-"""``make bench``: what failsoft costs and how fast it reacts, measured on this machine, printed as a table.
+"""``make bench``: what failsoft costs and how fast it reacts, beside its anchors, measured in one run.
 
-Not a test: numbers on shared machines are noisy, so they are reported, never asserted. Each row says how many
-samples it took; percentiles are over those samples.
+Not a test: numbers on shared machines are noisy, so they are reported, never asserted. Every figure of one run is
+printed as one Markdown table with the anchors measured in the same run (HAProxy for detection, a bare aiohttp
+app and nginx for serving), so ratios compare like with like. ``BENCH_JSON=path`` also writes the figures as JSON.
+
+Each measurement is a module of this folder with a function ``bench_<name>(rows, quick)`` that adds rows to a
+``benchlib.Rows``; ``MODULES`` lists them in the order they run. A module added by another piece of work is picked
+up without editing this list when it defines ``bench(rows, quick)`` (e.g. ``tests/bench/fleet.py``). Settings:
+
+- ``BENCH_QUICK=0``: the full run (more rounds, longer windows); by default the quick one (a few minutes).
+- ``BENCH_ONLY=detection,serving``: only these modules.
 """
 
 from __future__ import annotations
 
-import asyncio
+import importlib
+import json
 import os
-import statistics
-import subprocess
+import platform
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "lib"))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
+from benchlib import Rows  # noqa: E402 - after the path set-up above
 
-from apps import bench_apps
-from sse_memory import bench_sse_memory
-from support import DaemonProcess
+from failsoft.daemon import logs  # noqa: E402
 
-from failsoft.daemon import logs
-from failsoft.daemon.clock import SystemClock
-from failsoft.daemon.config import parse_config
-from failsoft.daemon.hub import Hub
-from failsoft.daemon.state import OverrideCommand, ServiceState
-from failsoft.devtools.localservers import PostgresServer, RedisServer
-from failsoft.policies.model import DependencyStatus, DepState
-from failsoft.probes import KINDS
-from failsoft.probes.base import ProbeHooks
-
-ROWS: list[tuple[str, str, str, str, str]] = []
+MODULES = ["detection", "serving", "fanout", "idle", "basics", "apps", "sse_memory"]
+NOT_BENCHES = {"run", "benchlib", "fanout_client"}
 
 
-def row(what: str, samples: list[float], unit: str = "ms", scale: float = 1000.0) -> None:
-    """Add a row with p50, p99 and max of ``samples`` (seconds, shown in ``unit``)."""
-    s = sorted(x * scale for x in samples)
-    p99 = s[min(len(s) - 1, int(len(s) * 0.99))]
-    ROWS.append((what, str(len(s)), f"{statistics.median(s):.3f} {unit}", f"{p99:.3f} {unit}", f"{s[-1]:.3f} {unit}"))
+def bench_apps(rows: Rows, quick: bool) -> None:
+    """``apps.bench_apps`` (POST /report, OFREP) speaks the older ``row``/``note`` shape: adapted here."""
+    del quick
+    from apps import bench_apps as apps
+
+    from failsoft.devtools.localservers import RedisServer
+
+    def row(what: str, samples: list[float], unit: str = "ms", scale: float = 1000.0) -> None:
+        rows.latency(what, samples, key="apps." + what, unit=unit, scale=scale)
+
+    with RedisServer() as rd:
+        apps(rd.url, row, rows.note)
 
 
-def note(what: str, value: str) -> None:
-    """Add a row with one figure."""
-    ROWS.append((what, "1", value, "", ""))
+def bench_sse_memory(rows: Rows, quick: bool) -> None:
+    """``sse_memory.bench_sse_memory`` (RSS with N idle streams) speaks the ``note`` shape: adapted here."""
+    del quick
+    from sse_memory import bench_sse_memory as sse_memory
+
+    from failsoft.devtools.localservers import PostgresServer, RedisServer
+
+    with PostgresServer() as pg, RedisServer() as rd:
+        sse_memory(pg.dsn, rd.url, rows.note)
 
 
-async def timed(fn: Callable[[], Awaitable[object]], n: int) -> list[float]:
-    """Run ``fn`` n times, return the durations."""
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        await fn()
-        out.append(time.perf_counter() - t)
+ADAPTED = {"apps": bench_apps, "sse_memory": bench_sse_memory}  # modules whose bench function has another shape
+
+
+def machine() -> str:
+    """Cores and CPU model, for the table's caption."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    return f"{os.cpu_count()} cores, {model}"
+
+
+def benches(only: set[str]) -> list[tuple[str, Callable[[Rows, bool], None]]]:
+    """The bench functions to run: MODULES in order, then any other module here that defines ``bench``."""
+    out: list[tuple[str, Callable[[Rows, bool], None]]] = []
+    names = MODULES + sorted(p.stem for p in HERE.glob("*.py") if p.stem not in {*MODULES, *NOT_BENCHES})
+    for name in names:
+        if only and name not in only:
+            continue
+        if name in ADAPTED:
+            out.append((name, ADAPTED[name]))
+            continue
+        module = importlib.import_module(name)
+        fn = getattr(module, f"bench_{name}", None) or getattr(module, "bench", None)
+        if callable(fn):
+            out.append((name, fn))
     return out
 
 
-async def bench_probes(pg: PostgresServer, rd: RedisServer) -> None:
-    """One probe's latency per kind against local servers (kept connections, as in the daemon)."""
-    config = parse_config(f"""
-dependencies:
-  db: {{kind: postgres, dsn: "{pg.dsn}"}}
-  cache: {{kind: redis, url: "{rd.url}"}}
-  tcp: {{kind: tcp, address: "127.0.0.1:{rd.port}"}}
-""", {})
-    for dep in config.dependencies.values():
-        probe = KINDS[dep.kind].create(dep.options, 2.0, ProbeHooks())
-        await probe.check()  # connect once, as the daemon does
-        row(f"probe {dep.kind} (check, warm)", await timed(probe.check, 300))
-        await probe.aclose()
-
-
-async def bench_hub() -> None:
-    """The owner's cost per probe result: update + evaluate + snapshot + serialise, 10 dependencies."""
-    deps = "\n".join(f"  d{i}: {{kind: tcp, address: '127.0.0.1:{1000 + i}'}}" for i in range(10))
-    config = parse_config(f"dependencies:\n{deps}\n", {})
-    clock = SystemClock()
-    state = ServiceState(config, clock)
-    hub = Hub()
-    statuses = [DependencyStatus(name=f"d{i}", kind="tcp", state=DepState.HEALTHY, probes=1) for i in range(10)]
-    for s in statuses:
-        state.update(s)
-    samples = []
-    for i in range(5000):
-        t = time.perf_counter()
-        events = state.update(statuses[i % 10])
-        hub.publish(state.snapshot(), events)
-        samples.append(time.perf_counter() - t)
-    row("owner: one probe result -> published State", samples, "µs", 1e6)
-
-
-async def bench_http(url: str) -> None:
-    """GET /service-level latency and throughput from one client with 8 connections."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as session:
-        async def get() -> None:
-            async with session.get(url + "/service-level") as r:
-                await r.read()
-
-        row("GET /service-level (sequential)", await timed(get, 500))
-        n = 4000
-        t = time.perf_counter()
-        await asyncio.gather(*(get() for _ in range(n)))
-        note("GET /service-level throughput (8 conns)", f"{n / (time.perf_counter() - t):.0f} req/s")
-
-
-def bench_detection(pg: PostgresServer, rd: RedisServer) -> None:
-    """Crash-to-published-down time for PostgreSQL (kill -9) and hang-to-down for Redis (SIGSTOP)."""
-    tmp = Path(tempfile.mkdtemp(prefix="failsoft-bench-"))
-    d = DaemonProcess(f"""
-http: {{listen: "127.0.0.1:0"}}
-defaults: {{down_interval: {{initial: 200ms, max: 1s}}}}
-dependencies:
-  db: {{kind: postgres, dsn: "{pg.dsn}"}}
-  cache: {{kind: redis, url: "{rd.url}"}}
-policy: {{recover_after: 0s, rules: [{{level: cache_only, when: {{any_down: [db]}}}}]}}
-""", tmp).start()
-
-    def wait(pred: Callable[[dict[str, object]], bool], timeout: float = 20) -> float:
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < timeout:
-            if pred(d.state()):
-                return time.perf_counter() - t0
-            time.sleep(0.005)
-        raise RuntimeError("timed out")
-
-    crash, hang, recover = [], [], []
-    try:
-        for _ in range(3):
-            wait(lambda s: s["dependencies"]["db"]["state"] == "healthy")  # type: ignore[index]
-            pg.kill()
-            crash.append(wait(lambda s: s["dependencies"]["db"]["state"] == "down"))  # type: ignore[index]
-            pg.start()
-            recover.append(wait(lambda s: s["dependencies"]["db"]["state"] == "healthy"))  # type: ignore[index]
-            wait(lambda s: s["dependencies"]["cache"]["state"] == "healthy")  # type: ignore[index]
-            rd.pause()
-            hang.append(wait(lambda s: s["dependencies"]["cache"]["state"] == "down"))  # type: ignore[index]
-            rd.resume()
-        rss = _rss_kib(d.proc.pid) if d.proc else 0
-    finally:
-        d.stop()
-    row("detect: postgres kill -9 -> down", crash)
-    row("detect: redis SIGSTOP -> down", hang)
-    row("recover: postgres up -> healthy (max 1s)", recover)
-    note("daemon RSS, 2 dependencies", f"{rss / 1024:.1f} MiB")
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-async def bench_longpoll(pg: PostgresServer) -> None:
-    """From a change of the State to the return of a waiting long-poll, in-process."""
-    from failsoft.daemon.app import Daemon
-
-    config = parse_config(f"""
-http: {{listen: "127.0.0.1:0"}}
-dependencies: {{db: {{kind: postgres, dsn: "{pg.dsn}"}}}}
-""", {})
-    daemon = await Daemon.start(config)
-    url = f"http://127.0.0.1:{daemon.port}"
-    try:
-        await daemon.runtime.hub.wait_past(0, 10)  # the first evaluation publishes seq 1
-        await bench_http(url)
-        samples = []
-        async with aiohttp.ClientSession() as session:
-            for i in range(50):
-                seq = daemon.runtime.hub.current.seq
-                poll = asyncio.create_task(session.get(f"{url}/service-level?index={seq}&wait=10s"))
-                await asyncio.sleep(0.02)  # let the poll arrive and wait
-                t = time.perf_counter()
-                # A real owner message that changes the State: set, then clear, an override.
-                daemon.runtime.inbox.put_nowait(OverrideCommand("cache_only" if i % 2 == 0 else None, 60, "bench"))
-                resp = await poll
-                await resp.read()
-                samples.append(time.perf_counter() - t)
-        row("long-poll wake after a change", samples)
-    finally:
-        await daemon.stop()
-
-
 def main() -> None:
-    """Run every measurement and print the table."""
+    """Run every measurement, print the table, write the JSON when asked."""
     os.environ.setdefault("FAILSOFT_TEST_DOCKER", "never")
-    logs.configure("warning")  # the in-process daemon of the long-poll bench stays quiet
-    with PostgresServer() as pg, RedisServer() as rd:
-        asyncio.run(bench_probes(pg, rd))  # type: ignore[arg-type]
-        asyncio.run(bench_hub())
-        asyncio.run(bench_longpoll(pg))  # type: ignore[arg-type]
-        bench_detection(pg, rd)  # type: ignore[arg-type]
-        bench_apps(rd.url, row, note)
-        bench_sse_memory(pg.dsn, rd.url, note)
-    header = ("measurement", "n", "p50", "p99", "max")
-    widths = [max(len(r[i]) for r in [header, *ROWS]) for i in range(5)]
-    cpu = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
-    print(f"\nfailsoft bench ({cpu} cores, Python {sys.version.split()[0]}; numbers from a shared machine)\n")
-    for r in [header, tuple("-" * w for w in widths), *ROWS]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    logs.configure("error")  # in-process daemons stay quiet (the long-poll bench sets overrides)
+    quick = os.environ.get("BENCH_QUICK", "1") != "0"
+    only = {m.strip() for m in os.environ.get("BENCH_ONLY", "").split(",") if m.strip()}
+    rows = Rows()
+    started = time.monotonic()
+    for name, fn in benches(only):
+        t = time.monotonic()
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        try:
+            fn(rows, quick)
+        except Exception as exc:  # one broken bench must not hide the others' figures
+            traceback.print_exc()
+            rows.skip(name, f"failed: {type(exc).__name__}: {exc}")
+        print(f"bench: {name} took {time.monotonic() - t:.0f}s", file=sys.stderr, flush=True)
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    caption = (f"failsoft bench, {when}, {machine()}, Python {sys.version.split()[0]}, "
+               f"{'quick' if quick else 'full'} run in {time.monotonic() - started:.0f}s")
+    print(f"\n{caption}\n")
+    print(rows.table())
+    if path := os.environ.get("BENCH_JSON"):
+        Path(path).write_text(json.dumps({"caption": caption, "date": when, "machine": machine(),
+                                          **rows.as_json()}, indent=2))
+        print(f"\nfigures written to {path}")
 
 
 if __name__ == "__main__":
