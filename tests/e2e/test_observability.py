@@ -121,11 +121,11 @@ policy:
     assert value(s, "failsoft_service_level", level="full") == 0
     assert value(s, "failsoft_level_changes_total", **{"from": "full", "to": "cache_only"}) == 1
     assert value(s, "failsoft_detection_seconds_count", dependency="db") == 1
-    # Two failures at the fast interval, each within the timeout: well under 5 s from the first failed probe.
+    # A crash: the kept connection dropped and the re-probe was refused, which is down at once (policies/evidence.py).
     assert 0 < value(s, "failsoft_detection_seconds_sum", dependency="db") < 5
     failed_after = sum(v for (n, labels), v in s.items() if n == "failsoft_probes_total"
                        and ("dependency", "db") in labels and ("outcome", "success") not in labels)
-    assert failed_after - failed_before >= 2
+    assert failed_after - failed_before >= 1
     assert value(s, "failsoft_events_total", type="dependency_changed") >= 1
 
     own_postgres.start()
