@@ -12,7 +12,7 @@ import asyncio
 import resource
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import structlog
@@ -73,8 +73,8 @@ class _Refusal(asyncio.Protocol):
     connection closed."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.write(REFUSAL)
+        # Not isinstance(transport, asyncio.WriteTransport): uvloop's transports do not derive from asyncio's classes.
+        cast(asyncio.Transport, transport).write(REFUSAL)
         transport.close()
 
 
