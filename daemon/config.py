@@ -21,6 +21,7 @@ from failsoft.daemon import limits, safeyaml
 from failsoft.daemon.cors import parse_origin
 from failsoft.daemon.deprecations import DEPRECATIONS, Deprecation, apply_deprecations
 from failsoft.daemon.envoverride import apply_env_overrides
+from failsoft.daemon.fleetconfig import FleetSettings, read_fleet, read_pod
 from failsoft.daemon.lint import config_warnings
 from failsoft.daemon.redact import Redactor, url_password
 from failsoft.daemon.streamcap import DEFAULT_MAX_STREAMS, read_max_streams
@@ -117,6 +118,7 @@ class PublishSettings:
     redis_url: str
     prefix: str = "failsoft"
     heartbeat: float = 5.0
+    cluster: bool = False  # fleet.cluster: the URL is a Redis Cluster node
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,8 @@ class Config:
     secrets: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # things worth saying that are not errors (check-config prints them)
     warnings: tuple[str, ...] = ()  # deprecated keys and suspicious values: logged at start, printed by check-config
+    pod: str = ""  # this replica's id (fleet mode)
+    fleet: FleetSettings | None = None
 
     def redactor(self) -> Redactor:
         """A redactor that knows every secret of this config."""
@@ -143,7 +147,7 @@ class Config:
 # The file
 
 
-TOP_KEYS = ["service", "http", "log", "publish", "defaults", "dependencies", "llm_failover", "policy"]
+TOP_KEYS = ["service", "http", "log", "publish", "defaults", "dependencies", "llm_failover", "policy", "pod", "fleet"]
 SETTINGS_KEYS = [f.name for f in dataclasses.fields(ProbeSettings)]
 
 
@@ -209,6 +213,10 @@ def _build(r: Reader, data: Any, base_dir: Path) -> Config | None:
     broken = frozenset(map(str, raw_deps)) - deps.keys() if isinstance(raw_deps, dict) else frozenset()
     failover = _failover(r, top.get("llm_failover"), deps, broken)
     publish = _publish(r, top.get("publish"), deps, broken)
+    pod = read_pod(r, top.get("pod"))
+    fleet = read_fleet(r, top.get("fleet"), deps, publish, publish.redis_url if publish else None)
+    if fleet is not None and publish is not None and fleet.cluster:
+        publish = dataclasses.replace(publish, cluster=True)
     policy, notes = _policy(r, top.get("policy"), deps, base_dir, broken)
     if r.errors or service is None or http is None or log is None or policy is None:
         return None
@@ -223,6 +231,8 @@ def _build(r: Reader, data: Any, base_dir: Path) -> Config | None:
         secrets=tuple(sorted(r.secrets)),
         notes=tuple(notes),
         warnings=tuple(config_warnings(deps)),
+        pod=pod or "",
+        fleet=fleet,
     )
 
 
@@ -531,6 +541,9 @@ def summary(config: Config) -> list[str]:
                      f"down after {s.unhealthy_threshold} failures")
     if config.publish:
         lines.append(f"  publishing to Redis with prefix {config.publish.prefix}:{config.service}")
+    if config.fleet:
+        lines.append(f"  fleet mode as pod {config.pod}: sharing {', '.join(config.fleet.shared) or 'nothing'}, "
+                     f"lease {config.fleet.lease:g}s{', Redis Cluster' if config.fleet.cluster else ''}")
     lines.extend(f"note: {n}" for n in config.notes)
     lines.extend(f"warning: {w}" for w in config.warnings)
     return [config.redactor()(line) for line in lines]
