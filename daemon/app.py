@@ -16,16 +16,20 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from failsoft.daemon import api, httpguard, ofrep, openapi, statuspage, stream
+from failsoft.daemon import api, fleetapi, httpguard, ofrep, openapi, statuspage, stream
 from failsoft.daemon.breaker import Breaker
 from failsoft.daemon.clock import Clock, SystemClock
 from failsoft.daemon.config import Config
+from failsoft.daemon.fleet import Fleet
+from failsoft.daemon.fleetmetrics import FleetMetrics
+from failsoft.daemon.fleetpub import FleetPublisher
 from failsoft.daemon.hub import Hub
 from failsoft.daemon.metrics import Metrics
 from failsoft.daemon.publish_redis import RedisPublisher
 from failsoft.daemon.report import Reports
 from failsoft.daemon.scheduler import DependencyScheduler
 from failsoft.daemon.state import ServiceState, run_owner
+from failsoft.policies.model import DependencyStatus
 from failsoft.probes import KINDS
 from failsoft.probes import http as http_probe
 from failsoft.probes.base import Probe, ProbeHooks
@@ -53,6 +57,7 @@ class Daemon:
     publisher: RedisPublisher | None = None
     http_session: aiohttp.ClientSession | None = None
     port: int = 0
+    fleet: Fleet | None = None
 
     @classmethod
     async def start(cls, config: Config, clock: Clock | None = None,
@@ -74,22 +79,28 @@ class Daemon:
         http_session = http_probe.client_session() if uses_http else None  # one pool for the HTTP-based probes
         metrics = Metrics(config, hub, clock=clock)
         hub.add_listener(metrics.observe)
-        schedulers = [
-            DependencyScheduler(
+
+        def make_scheduler(name: str, report: Callable[[DependencyStatus], None]) -> DependencyScheduler:
+            dep = config.dependencies[name]
+            return DependencyScheduler(
                 Breaker(dep.name, dep.kind, dep.settings),
                 _probe_factory(dep.kind, dep.options, dep.settings.timeout, http_session),
-                inbox.put_nowait,
+                report,
                 clock,
                 redact,
                 on_probe=metrics.on_probe,
             )
-            for dep in config.dependencies.values()
-        ]
+
+        # Fleet mode: the fleet runs the shared dependencies' schedulers while this pod is their prober.
+        fleet = Fleet(config, state.boot, inbox.put_nowait, clock, make_scheduler) if config.fleet else None
+        report = inbox.put_nowait if fleet is None else fleet.on_own_result
+        schedulers = [make_scheduler(name, report) for name in config.dependencies
+                      if fleet is None or name not in fleet.by_dependency]
         reports = Reports(config, {s.name: s for s in schedulers}, clock, metrics)
         streams = stream.EventStreams(max_streams=config.http.max_streams)
         app = api.build_app(runtime, [*stream.routes(streams), *metrics.routes(), *ofrep.routes(), *reports.routes(),
                                       *statuspage.routes(), *openapi.routes(config.policy.levels, config.dependencies),
-                                      *extra_routes])
+                                      *extra_routes, *fleetapi.routes(fleet, config.service)])
         # handler_cancellation: a client that hangs up ends its handler at once, so an SSE stream or a long-poll
         # of a departed client releases its subscription now, not at its next keep-alive write.
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
@@ -110,10 +121,16 @@ class Daemon:
                 raise StartupError(f"http.listen {host}:{port}: the address is already in use ({hint})") from None
             raise StartupError(f"http.listen {host}:{port}: cannot listen ({exc.strerror or exc})") from None
         bound = _bound_port(runner) or port
-        publisher = RedisPublisher(config.publish, config.service, hub, metrics, clock) if config.publish else None
-        daemon = cls(config, clock, runtime, state, schedulers, runner, metrics, publisher, http_session, bound)
+        publisher = (RedisPublisher(config.publish, config.service, hub, metrics, clock)
+                     if config.publish and fleet is None else None)  # in fleet mode the leader publishes
+        daemon = cls(config, clock, runtime, state, schedulers, runner, metrics, publisher, http_session, bound,
+                     fleet)
         if publisher is not None:
             await publisher.start()
+        if fleet is not None:
+            FleetMetrics(metrics, fleet)
+            runtime.tasks.update(fleet.start())
+            runtime.tasks["fleet:publish"] = FleetPublisher(config, fleet, hub, clock).start()
         runtime.tasks["owner"] = asyncio.create_task(run_owner(state, inbox, hub, refresh=heartbeat), name="owner")
         for s in schedulers:
             runtime.tasks[f"probe:{s.name}"] = asyncio.create_task(s.run(), name=f"probe:{s.name}")
@@ -149,6 +166,8 @@ class Daemon:
         closing = [s.aclose() for s in self.schedulers]
         if self.publisher is not None:
             closing.append(self.publisher.aclose())
+        if self.fleet is not None:
+            closing.append(self.fleet.aclose())
         await asyncio.gather(*closing, return_exceptions=True)
         if self.http_session is not None:
             await self.http_session.close()

@@ -33,14 +33,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a config file; exit 2 listing every error")
     check.add_argument("path", nargs="?", help="config file (default: $FAILSOFT_CONFIG, else ./failsoft.yaml)")
     for name, text in (("status", "print the level and the dependencies; exit 0 full, 1 otherwise, 3 unreachable"),
-                       ("watch", "follow the event stream, one line per event")):
+                       ("watch", "follow the event stream, one line per event"),
+                       ("fleet", "print the fleet: leader, probers and live pods; exit 3 unreachable")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--url", default=os.environ.get("FAILSOFT_URL", DEFAULT_URL),
                        help=f"the daemon's address (default: $FAILSOFT_URL, else {DEFAULT_URL})")
     demo = sub.add_parser("demo", help="run the daemon against throw-away local PostgreSQL and Redis")
     demo.add_argument("--port", type=int, default=8765, help="HTTP port for the daemon (default 8765)")
     args = parser.parse_args(argv)
-    handler = {"run": _run, "check-config": _check, "status": _status, "watch": _watch, "demo": _demo}[args.command]
+    handler = {"run": _run, "check-config": _check, "status": _status, "watch": _watch, "demo": _demo,
+               "fleet": _fleet}[args.command]
     try:
         return handler(args)
     except ModuleNotFoundError as exc:
@@ -148,6 +150,12 @@ def _watch(args: argparse.Namespace) -> int:
         return asyncio.run(follow())
     except (asyncio.CancelledError, KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, SIGTERM, or `| head` left
         return EXIT_OK
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    from failsoft.daemon.fleetcli import show_fleet
+
+    return show_fleet(args.url)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -75,7 +75,8 @@ def read_fleet(
         r.error("fleet.prefix", f"expected letters, digits, _ . : - (max 64), got {show(prefix)}")
     lease = r.value(Duration, body.get("lease", "3s"), "fleet.lease")
     if lease is not None and not LEASE_MIN <= lease <= LEASE_MAX:
-        r.error("fleet.lease", f"must be between {LEASE_MIN * 1000:g}ms and {LEASE_MAX / 60:g}m, got {show(body['lease'])}")
+        bounds = f"{LEASE_MIN * 1000:g}ms and {LEASE_MAX / 60:g}m"
+        r.error("fleet.lease", f"must be between {bounds}, got {show(body['lease'])}")
     confirm = r.value(int, body.get("confirm_down", 1), "fleet.confirm_down")
     if confirm is not None and not 1 <= confirm <= CONFIRM_MAX:
         r.error("fleet.confirm_down", f"must be between 1 and {CONFIRM_MAX} (a number of pods), got {confirm}")

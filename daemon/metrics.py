@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
@@ -224,6 +224,10 @@ class Metrics:
     def reports_dropped(self, count: int) -> None:
         """Reports dropped because the queue was full."""
         self._reports_dropped.add(count)
+
+    def meter(self) -> Meter:
+        """The daemon's meter, for instruments defined in their own module (fleet mode)."""
+        return self._provider.get_meter("failsoft", __version__)
 
     def publish_failed(self, sink: str) -> None:
         """A publish to ``sink`` (redis) failed."""

@@ -119,6 +119,8 @@ def dependency_dict(d: DependencyStatus, starting: bool = False) -> dict[str, An
     out.update(d.details)
     if starting:
         out["starting"] = True
+    if d.prober is not None:  # fleet mode only: the State without fleet stays as it was
+        out["prober"] = d.prober
     return out
 
 

@@ -93,7 +93,7 @@ def step_down(lease: Lease, now: float, ttl: float, spread: float) -> tuple[Leas
 
 
 def observe(
-    lease: Lease, me: str, reply: Reply, sent_at: float, now: float, ttl: float, spread: float
+    lease: Lease, me: str, reply: Reply, *, sent_at: float, now: float, ttl: float, spread: float
 ) -> tuple[Lease, Change | None]:
     """Take Redis' ``reply`` to a request sent at ``sent_at`` (monotonic, seconds; ``ttl`` in seconds too).
 

@@ -42,6 +42,7 @@ class DependencyStatus:
     retry_at: datetime | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
     probes: int = 0  # how many outcomes were recorded; 0 means never probed
+    prober: str | None = None  # fleet mode: the pod whose probe produced this status
 
     def describe(self) -> str:
         """``db down (connection refused)``: the dependency, its state and why, for reasons and logs."""

@@ -1,0 +1,403 @@
+"""Fleet mode end to end: several real daemon processes sharing one real Redis (and a real 3-master Redis Cluster),
+real PostgreSQL, the LLM simulator, and real faults (SIGKILL of the prober and of the leader, Redis killed and
+restarted, a wrong password, a lease key overwritten by hand, two pods with one id).
+
+Leases of 1 s and heartbeats of 500 ms keep the whole file to a few tens of seconds. Deadlines are generous;
+nothing here asserts a duration (the bench measures them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import secrets
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+import redis
+from redis.cluster import RedisCluster
+from rediscluster import RedisClusterServer
+from support import IN_CI, SECRETS, DaemonProcess, wait_for
+
+from failsoft.devtools.llmsim import ThreadedSimulator
+from failsoft.devtools.localservers import ServerError
+
+pytestmark = pytest.mark.e2e
+
+HEARTBEAT = 0.5
+LEASE = "1s"
+FAST = ("defaults: {interval: 200ms, fast_interval: 100ms, timeout: 1s, jitter: 0, unhealthy_threshold: 1, "
+        "healthy_threshold: 1, down_interval: {initial: 200ms, max: 400ms}}")
+POLICY = "policy: {recover_after: 0s, rules: [{level: cache_only, when: {any_down: [db]}}, " \
+         "{level: limited, when: {any_down: [openai]}}]}"
+
+
+@pytest.fixture
+def sim() -> Iterator[ThreadedSimulator]:
+    """The LLM simulator with one OpenAI-format provider, ``openai``, whose key is a registered secret."""
+    key = "sk-fleet-" + secrets.token_hex(10)
+    SECRETS.add(key)
+    s = ThreadedSimulator({"openai": "openai"}, {"openai": key}).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def cluster() -> Iterator[RedisClusterServer]:
+    """A 3-master Redis Cluster on loopback, for this test alone."""
+    try:
+        c = RedisClusterServer()
+        c.start()
+    except ServerError as exc:
+        if IN_CI:
+            pytest.fail(f"CI needs a Redis Cluster: {exc}")
+        pytest.skip(f"no Redis Cluster: {exc}")
+    SECRETS.add(c.password)
+    yield c
+    c.close()
+
+
+def fleet_config(store_url: str, sim: ThreadedSimulator, pg: Any, service: str, prefix: str, *,
+                 cluster: bool = False, extra: str = "") -> str:
+    """Three daemons' config: db (PostgreSQL) and openai (the simulator) shared through the fleet's Redis."""
+    openai = json.dumps(sim.dependency_config("openai"))
+    return f"""
+service: {service}
+http: {{listen: "127.0.0.1:0"}}
+publish: {{redis: "{store_url}", prefix: {prefix}, heartbeat: {HEARTBEAT}s}}
+fleet: {{redis: "{store_url}", prefix: {prefix}, lease: {LEASE}, cluster: {str(cluster).lower()}}}
+{FAST}
+dependencies:
+  db: {{kind: postgres, dsn: "{pg.dsn}"}}
+  openai: {openai}
+{POLICY}
+{extra}
+"""
+
+
+class Fleet:
+    """The daemons of one test's fleet, started one after the other with their own pod ids."""
+
+    def __init__(self, config: str, tmp: Path) -> None:
+        self.config, self.tmp = config, tmp
+        self.pods: dict[str, DaemonProcess] = {}
+
+    def start(self, pod: str, env: dict[str, str] | None = None, wait_ready: bool = True) -> DaemonProcess:
+        """Start one more daemon as ``pod``."""
+        d = DaemonProcess(self.config, self.tmp, {"FAILSOFT_POD": pod, **(env or {})})
+        self.pods[pod] = d
+        return d.start(wait_ready=wait_ready)
+
+    def live(self) -> dict[str, DaemonProcess]:
+        """The daemons still running."""
+        return {p: d for p, d in self.pods.items() if d.proc is not None and d.proc.poll() is None}
+
+    def kill(self, pod: str) -> None:
+        """SIGKILL one daemon: no lease released, no key deleted."""
+        d = self.pods[pod]
+        d.signal(signal.SIGKILL)
+        d.wait_exit()
+
+    def stop(self) -> None:
+        """Stop every daemon."""
+        for d in self.pods.values():
+            d.stop()
+
+
+@pytest.fixture
+def fleet_of(tmp_path: Path) -> Iterator[Callable[[str], Fleet]]:
+    """Make fleets; every daemon is stopped after the test."""
+    made: list[Fleet] = []
+
+    def make(config: str) -> Fleet:
+        made.append(Fleet(config, tmp_path))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.stop()
+
+
+def fleet_view(d: DaemonProcess) -> dict[str, Any] | None:
+    """``GET /fleet`` when it answers 200."""
+    status, body, _ = d.get("/fleet")
+    return body if status == 200 else None
+
+
+def probes(d: DaemonProcess, dependency: str) -> float:
+    """How many probes of ``dependency`` this daemon ran (failsoft_probes_total, every outcome)."""
+    text = d.get("/metrics")[1]
+    pattern = rf'^failsoft_probes_total\{{[^}}]*dependency="{dependency}"[^}}]*\}} ([0-9.e+]+)$'
+    return sum(float(m) for m in re.findall(pattern, text, re.M))
+
+
+def pg_monitoring_connections(dsn: str) -> int:
+    """Backends on PostgreSQL opened by failsoft probes (application_name failsoft)."""
+
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'failsoft'"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+class Subscriber:
+    """Follows the fleet's events channel in a thread: PUBLISH on a standalone Redis, SPUBLISH on a cluster."""
+
+    def __init__(self, url: str, channel: str, cluster: bool) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        if cluster:
+            self._client: Any = RedisCluster.from_url(url)
+            self._pubsub = self._client.pubsub()
+            self._pubsub.ssubscribe(channel)
+            self._get = lambda: self._pubsub.get_sharded_message(timeout=0.2)
+        else:
+            self._client = redis.Redis.from_url(url)
+            self._pubsub = self._client.pubsub()
+            self._pubsub.subscribe(channel)
+            self._get = lambda: self._pubsub.get_message(timeout=0.2)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self._get()
+            if msg and msg.get("type") in ("message", "smessage"):
+                self.messages.append(orjson.loads(msg["data"]))
+
+    def seqs(self) -> list[int]:
+        """The seqs seen, in arrival order."""
+        return [m["seq"] for m in list(self.messages)]
+
+    def close(self) -> None:
+        """Stop following."""
+        self._stop.set()
+        self._thread.join(5)
+        self._pubsub.close()
+        self._client.close()
+
+
+def one_prober_each(f: Fleet) -> dict[str, str]:
+    """{dependency: prober} once every live pod's /fleet agrees, names a live pod for both, and lists them all."""
+    live = f.live()
+    views = [fleet_view(d) for d in live.values()]
+    if not all(views):
+        return {}
+    probers = [v["probers"] for v in views if v]
+    pods = [sorted(p["pod"] for p in v["pods"]) for v in views if v]
+    ok = (all(p == probers[0] for p in probers) and set(probers[0]) == {"db", "openai"}
+          and all(pod in live for pod in probers[0].values()) and all(p == sorted(live) for p in pods))
+    return probers[0] if ok else {}
+
+
+def scenario(f: Fleet, sub: Subscriber, sim: ThreadedSimulator, pg: Any, read_stream: Callable[[], list[int]]) -> None:
+    """The fleet story shared by the standalone and the cluster runs (see the tests' docstrings)."""
+    for pod in ("pod-a", "pod-b", "pod-c"):
+        f.start(pod)
+    probers = wait_for(lambda: one_prober_each(f), 20, what="one prober per dependency on every pod's /fleet")
+    # Only the prober probes: the other pods never ran a probe of a shared dependency.
+    prober = probers["openai"]
+    wait_for(lambda: probes(f.pods[prober], "openai") > 3, 10, what="the prober probing")
+    for pod, d in f.live().items():
+        if pod != probers["openai"]:
+            assert probes(d, "openai") == 0, f"{pod} probed openai although {prober} is its prober"
+        if pod != probers["db"]:
+            assert probes(d, "db") == 0, f"{pod} probed db although {probers['db']} is its prober"
+        deps = d.state()["dependencies"]
+        assert deps["openai"]["prober"] == probers["openai"] and deps["db"]["prober"] == probers["db"]
+    wait_for(lambda: pg_monitoring_connections(pg.dsn) == 1, 10, what="one monitoring backend on PostgreSQL")
+
+    # The prober's fault reaches every pod: openai down everywhere, through the shared result.
+    sim.set_mode("openai", "error")
+    for d in f.live().values():
+        d.wait_state(lambda s: s["dependencies"]["openai"]["state"] == "down", 15, what="openai down on every pod")
+    sim.set_mode("openai", "healthy")
+    for d in f.live().values():
+        d.wait_state(lambda s: s["level"] == "full", 15, what="back to full on every pod")
+
+    # SIGKILL the pod that probes and leads: another pod takes both over; the killed pod leaves /fleet.
+    leader = wait_for(lambda: (v := fleet_view(f.pods["pod-b"])) and v["leader"], 10, what="a leader")
+    victim = leader if leader == probers["openai"] else probers["openai"]
+    f.kill(victim)
+    survivor = next(iter(f.live().values()))
+    after = wait_for(lambda: (p := one_prober_each(f)) and victim not in p.values() and p, 20,
+                     what="the probers to move to live pods and the killed pod to leave /fleet")
+    assert victim not in after.values()
+    wait_for(lambda: (v := fleet_view(survivor)) and v["leader"] not in (None, victim), 20, what="a new leader")
+    wait_for(lambda: pg_monitoring_connections(pg.dsn) == 1, 10, what="still one monitoring backend")
+    # Events after the leader change continue the fleet seq.
+    sim.set_mode("openai", "error")
+    for d in f.live().values():
+        d.wait_state(lambda s: s["dependencies"]["openai"]["state"] == "down", 15, what="openai down again")
+    sim.set_mode("openai", "healthy")
+    for d in f.live().values():
+        d.wait_state(lambda s: s["level"] == "full", 15, what="full again")
+    wait_for(lambda: len(sub.messages) >= 6, 10, what="events on the channel")
+    seqs = sub.seqs()
+    assert all(a < b for a, b in itertools.pairwise(seqs)), f"seqs not strictly increasing: {seqs}"
+    assert len({m["boot"] for m in sub.messages}) >= 2, "no leader change seen on the channel"
+    stream = read_stream()
+    assert stream == list(range(1, len(stream) + 1)), f"the stream's seqs have a gap or go back: {stream}"
+
+
+def test_a_fleet_on_one_redis_probes_each_dependency_once_and_publishes_one_coherent_stream(
+    fleet_of: Callable[[str], Fleet], sim: ThreadedSimulator, postgres: Any, own_redis: Any
+) -> None:
+    """Three daemons on one Redis: one prober per shared dependency (the others never probe it; one monitoring
+    backend on PostgreSQL), a fault seen by the prober reaches every pod, SIGKILL of the prober and leader moves
+    both to live pods and drops the dead pod from /fleet, and a subscriber on P:S:events sees strictly increasing
+    seqs across the leader change while the stream's seqs are gapless from 1."""
+    service, prefix = f"fl-{secrets.token_hex(3)}", "t"
+    f = fleet_of(fleet_config(own_redis.url, sim, postgres, service, prefix))
+    sub = Subscriber(own_redis.url, f"{prefix}:{service}:events", cluster=False)
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        def stream() -> list[int]:
+            return [orjson.loads(e[b"event"])["seq"] for _, e in client.xrange(f"{prefix}:{service}:stream")]
+
+        scenario(f, sub, sim, postgres, stream)
+    finally:
+        sub.close()
+        client.close()
+
+
+def test_the_same_fleet_on_a_three_master_redis_cluster(
+    fleet_of: Callable[[str], Fleet], sim: ThreadedSimulator, postgres: Any, cluster: RedisClusterServer
+) -> None:
+    """The same story on a real 3-master Redis Cluster: hash-tagged keys, the events on a sharded channel read
+    with SSUBSCRIBE, the stream gapless."""
+    service, prefix = f"fl-{secrets.token_hex(3)}", "t"
+    f = fleet_of(fleet_config(cluster.url, sim, postgres, service, prefix, cluster=True))
+    sub = Subscriber(cluster.url, f"{{{prefix}:{service}}}:events", cluster=True)
+    client = RedisCluster.from_url(cluster.url)
+    try:
+        def stream() -> list[int]:
+            return [orjson.loads(e[b"event"])["seq"] for _, e in client.xrange(f"{{{prefix}:{service}}}:stream")]
+
+        scenario(f, sub, sim, postgres, stream)
+        assert client.exists(f"{{{prefix}:{service}}}:state") and not client.exists(f"{prefix}:{service}:state")
+    finally:
+        sub.close()
+        client.close()
+
+
+def test_redis_killed_and_restarted_means_local_probing_then_sharing_again(
+    fleet_of: Callable[[str], Fleet], sim: ThreadedSimulator, postgres: Any, own_redis: Any
+) -> None:
+    """Redis dies: every pod says so once, probes everything itself and keeps serving its level; /fleet answers
+    503. Redis comes back empty: the pods share again (one prober), and the fleet seq does not go back."""
+    service, prefix = f"fl-{secrets.token_hex(3)}", "t"
+    f = fleet_of(fleet_config(own_redis.url, sim, postgres, service, prefix))
+    a, b = f.start("pod-a"), f.start("pod-b")
+    wait_for(lambda: one_prober_each(f), 20, what="one prober each")
+    client = redis.Redis.from_url(own_redis.url)
+    seq_before = wait_for(lambda: (raw := client.get(f"{prefix}:{service}:state")) and orjson.loads(raw)["seq"], 10,
+                          what="the fleet state")
+    client.close()
+    own_redis.kill()
+    for d in (a, b):
+        wait_for(lambda d=d: any(line.get("event") == "fleet_redis_unreachable" for line in d.lines()), 15,
+                 what="the fallback log line")
+        count = probes(d, "openai")
+        wait_for(lambda d=d, count=count: probes(d, "openai") > count + 2, 15, what="local probing")
+        assert d.state()["level"] == "full"
+        assert d.get("/fleet")[0] == 503
+        assert 'failsoft_fleet_redis_up 0.0' in d.get("/metrics")[1]
+    own_redis.start()
+    for d in (a, b):
+        wait_for(lambda d=d: any(line.get("event") == "fleet_redis_back" for line in d.lines()), 20,
+                 what="the back-to-sharing log line")
+        assert sum(line.get("event") == "fleet_redis_unreachable" for line in d.lines()) == 1
+    wait_for(lambda: one_prober_each(f), 20, what="one prober each again")
+
+    def only_one_probing() -> bool:
+        prober = one_prober_each(f).get("openai")
+        if prober is None:
+            return False
+        before = {p: probes(d, "openai") for p, d in f.live().items()}
+        wait_for(lambda: probes(f.pods[prober], "openai") >= before[prober] + 3, 10, what="the prober probing")
+        return all(probes(d, "openai") == before[p] for p, d in f.live().items() if p != prober)
+
+    wait_for(only_one_probing, 20, interval=0.1, what="a single pod probing openai again")
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        seq_after = wait_for(lambda: (raw := client.get(f"{prefix}:{service}:state")) and orjson.loads(raw)["seq"],
+                             10, what="the fleet state rewritten")
+        assert seq_after > seq_before
+    finally:
+        client.close()
+
+
+def test_a_wrong_fleet_password_is_said_clearly_without_the_secret_and_the_pod_probes_locally(
+    fleet_of: Callable[[str], Fleet], sim: ThreadedSimulator, postgres: Any, own_redis: Any
+) -> None:
+    """A fleet Redis that refuses the password: the daemon starts, probes everything itself, and one log line says
+    the credentials were refused, never showing the password given."""
+    wrong = "wrong-" + secrets.token_hex(8)
+    SECRETS.add(wrong)
+    url = f"redis://:{wrong}@127.0.0.1:{own_redis.port}/0"
+    f = fleet_of(fleet_config(url, sim, postgres, f"fl-{secrets.token_hex(3)}", "t"))
+    d = f.start("pod-a")
+    line = wait_for(lambda: next((x for x in d.lines() if x.get("event") == "fleet_redis_unreachable"), None), 10,
+                    what="the fallback line")
+    assert "credentials" in line["error"] or "AUTH" in line["error"].upper()
+    assert probes(d, "openai") > 0 and probes(d, "db") > 0
+    assert wrong not in d.output()
+
+
+def test_a_lease_key_overwritten_by_hand_is_taken_back(
+    fleet_of: Callable[[str], Fleet], sim: ThreadedSimulator, postgres: Any, own_redis: Any
+) -> None:
+    """Garbage without a TTL written over every lease key: the holders notice they lost it, and a pod takes each
+    lease back (the acquire script replaces what no pod wrote), so sharing goes on."""
+    service, prefix = f"fl-{secrets.token_hex(3)}", "t"
+    f = fleet_of(fleet_config(own_redis.url, sim, postgres, service, prefix))
+    f.start("pod-a")
+    f.start("pod-b")
+    wait_for(lambda: one_prober_each(f), 20, what="one prober each")
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        keys = [*client.scan_iter(f"{prefix}:t:*:lease"), f"{prefix}:{service}:leader".encode()]
+        assert len(keys) == 3
+        for key in keys:
+            client.set(key, b"\xff garbage")
+        for key in keys:
+            wait_for(lambda key=key: (v := client.get(key)) and re.fullmatch(rb"pod-[ab]/[0-9a-f]{6}", v), 15,
+                     what=f"{key!r} to hold a pod's token again")
+        wait_for(lambda: one_prober_each(f), 20, what="one prober each again")
+        lost = [x for d in f.live().values() for x in d.lines()
+                if x.get("event") == "fleet_lease" and x.get("change") == "lost"]
+        assert lost, "no holder noticed it lost its lease"
+    finally:
+        client.close()
+
+
+def test_two_pods_with_one_id_end_up_with_two_ids(
+    fleet_of: Callable[[str], Fleet], sim: ThreadedSimulator, postgres: Any, own_redis: Any
+) -> None:
+    """A second live process with the same pod id waits out 3 heartbeats (a restart of the same pod would have
+    expired by then), then renames itself <pod>-<boot> and says so; /fleet lists both."""
+    f = fleet_of(fleet_config(own_redis.url, sim, postgres, f"fl-{secrets.token_hex(3)}", "t"))
+    first = f.start("web")
+    second = DaemonProcess(f.config, f.tmp, {"FAILSOFT_POD": "web"})
+    f.pods["web-2"] = second
+    second.start()
+    line = wait_for(lambda: next((x for x in second.lines() if x.get("event") == "fleet_pod_renamed"), None), 15,
+                    what="the rename line")
+    boot = second.state()["boot"]
+    assert line["pod"] == f"web-{boot}"
+    wait_for(lambda: (v := fleet_view(first)) and sorted(p["pod"] for p in v["pods"]) == ["web", f"web-{boot}"], 10,
+             what="both pods in /fleet")
