@@ -27,6 +27,7 @@ from failsoft.policies.lease import (
 )
 
 TTL = 3.0
+T = TTL
 ME, OTHER = "web-1/aaaaaa", "web-2/bbbbbb"
 ACQUIRED = Reply(ReplyKind.ACQUIRED)
 UNREACHABLE = Reply(ReplyKind.UNREACHABLE)
@@ -53,19 +54,19 @@ def test_acquired_means_holding_until_before_the_ttl_counted_from_the_send() -> 
 
 def test_a_renewal_is_not_news_and_moves_the_held_time() -> None:
     """Renewing what we hold changes nothing visible but the deadline."""
-    lease, _ = observe(Lease(), ME, ACQUIRED, 10.0, 10.0, TTL, 0.0)
-    renewed, change = observe(lease, ME, ACQUIRED, 11.0, 11.1, TTL, 0.0)
+    lease, _ = observe(Lease(), ME, ACQUIRED, sent_at=10.0, now=10.0, ttl=TTL, spread=0.0)
+    renewed, change = observe(lease, ME, ACQUIRED, sent_at=11.0, now=11.1, ttl=TTL, spread=0.0)
     assert change is None
     assert renewed.held_until == 11.0 + TTL * (1 - SAFETY)
 
 
 def test_a_holder_that_cannot_renew_steps_down_before_its_key_can_expire() -> None:
     """Redis unreachable: the holder keeps acting only until its held time, then decide() says step down."""
-    lease, _ = observe(Lease(), ME, ACQUIRED, 10.0, 10.0, TTL, 0.0)
+    lease, _ = observe(Lease(), ME, ACQUIRED, sent_at=10.0, now=10.0, ttl=TTL, spread=0.0)
     t = 11.0
     while decide(lease, t) is not Action.STEP_DOWN:
         if decide(lease, t) is Action.RENEW:
-            lease, change = observe(lease, ME, UNREACHABLE, t, t + 0.01, TTL, 0.5)
+            lease, change = observe(lease, ME, UNREACHABLE, sent_at=t, now=t + 0.01, ttl=TTL, spread=0.5)
             assert change is None
         t += 0.01
     assert t < 10.0 + TTL  # before the key (set at or after 10.0) can have expired in Redis
@@ -83,41 +84,44 @@ def test_an_answer_arriving_after_the_held_time_is_not_acted_on() -> None:
 
 def test_held_by_another_pod_means_following_and_trying_right_after_its_expiry() -> None:
     """Someone else holds it: follow them; the next attempt comes when their key would expire, plus a spread."""
-    lease, change = observe(Lease(), ME, Reply(ReplyKind.HELD_BY, OTHER, 1200), 10.0, 10.1, TTL, 0.0)
+    held_by = Reply(ReplyKind.HELD_BY, OTHER, 1200)
+    lease, change = observe(Lease(), ME, held_by, sent_at=10.0, now=10.1, ttl=T, spread=0.0)
     assert change is Change.FOLLOWING and lease.holder == OTHER and not lease.holding(10.1)
     assert lease.next_try == 10.1 + 1.2
-    again, change = observe(lease, ME, Reply(ReplyKind.HELD_BY, OTHER, 2900), 11.3, 11.3, TTL, 0.5)
+    again, change = observe(lease, ME, Reply(ReplyKind.HELD_BY, OTHER, 2900), sent_at=11.3, now=11.3, ttl=T,
+                            spread=0.5)
     assert change is None  # the same holder: not news
     assert again.next_try == 11.3 + 2.9 + 0.5 * 0.1 * TTL
 
 
 def test_a_key_without_a_ttl_does_not_postpone_the_next_attempt_forever() -> None:
     """PTTL -1 (a key written by hand) or missing: the next attempt is at most a TTL away."""
-    lease, _ = observe(Lease(), ME, Reply(ReplyKind.HELD_BY, "garbage", -1), 10.0, 10.0, TTL, 0.0)
+    lease, _ = observe(Lease(), ME, Reply(ReplyKind.HELD_BY, "garbage", -1), sent_at=10.0, now=10.0, ttl=T, spread=0.0)
     assert lease.next_try <= 10.0 + TTL
 
 
 def test_a_holder_told_its_key_is_gone_or_taken_stops_at_once() -> None:
     """LOST (the renew script found another token or nothing) and HELD_BY another both end the holding now."""
-    held, _ = observe(Lease(), ME, ACQUIRED, 10.0, 10.0, TTL, 0.0)
-    lost, change = observe(held, ME, Reply(ReplyKind.LOST), 11.0, 11.0, TTL, 0.0)
+    held, _ = observe(Lease(), ME, ACQUIRED, sent_at=10.0, now=10.0, ttl=TTL, spread=0.0)
+    lost, change = observe(held, ME, Reply(ReplyKind.LOST), sent_at=11.0, now=11.0, ttl=TTL, spread=0.0)
     assert change is Change.LOST and not lost.holding(11.0)
-    taken, change = observe(held, ME, Reply(ReplyKind.HELD_BY, OTHER, 3000), 11.0, 11.0, TTL, 0.0)
+    taken, change = observe(held, ME, Reply(ReplyKind.HELD_BY, OTHER, 3000), sent_at=11.0, now=11.0, ttl=T, spread=0.0)
     assert change is Change.LOST and taken.holder == OTHER and not taken.holding(11.0)
 
 
 def test_a_follower_that_loses_redis_no_longer_claims_to_know_the_holder() -> None:
     """Unreachable while following: the holder is unknown (the pod then probes everything itself)."""
-    following, _ = observe(Lease(), ME, Reply(ReplyKind.HELD_BY, OTHER, 3000), 10.0, 10.0, TTL, 0.0)
-    lost, change = observe(following, ME, UNREACHABLE, 12.0, 12.0, TTL, 0.0)
+    held_by = Reply(ReplyKind.HELD_BY, OTHER, 3000)
+    following, _ = observe(Lease(), ME, held_by, sent_at=10.0, now=10.0, ttl=T, spread=0.0)
+    lost, change = observe(following, ME, UNREACHABLE, sent_at=12.0, now=12.0, ttl=TTL, spread=0.0)
     assert change is Change.UNKNOWN and lost.holder is None
-    again, change = observe(lost, ME, UNREACHABLE, 13.0, 13.0, TTL, 0.0)
+    again, change = observe(lost, ME, UNREACHABLE, sent_at=13.0, now=13.0, ttl=TTL, spread=0.0)
     assert change is None and again.next_try > 13.0
 
 
 def test_our_own_token_reported_as_held_by_is_not_trusted() -> None:
     """The acquire script renews our own key instead; a HELD_BY with our token grants nothing."""
-    lease, _ = observe(Lease(), ME, Reply(ReplyKind.HELD_BY, ME, 3000), 10.0, 10.0, TTL, 0.0)
+    lease, _ = observe(Lease(), ME, Reply(ReplyKind.HELD_BY, ME, 3000), sent_at=10.0, now=10.0, ttl=TTL, spread=0.0)
     assert not lease.holding(10.0) and lease.next_try > 10.0
 
 
@@ -214,7 +218,8 @@ def simulate(ops: list[Op], rates: list[float]) -> list[tuple[float, float, int]
             key_expiry = None
         real_seen = real + d_req + d_rep
         before = pod.lease
-        pod.lease, _ = observe(pod.lease, pod.token, reply, sent_local, pod.clock(real_seen), TTL, spread)
+        pod.lease, _ = observe(pod.lease, pod.token, reply, sent_at=sent_local, now=pod.clock(real_seen), ttl=TTL,
+                               spread=spread)
         if pod.lease.held_until is not None and pod.lease.held_until != before.held_until:
             end = pod.real(pod.lease.held_until)
             assert key_expiry is not None and end < key_expiry  # acts only while its key surely lives
@@ -234,7 +239,9 @@ def test_the_simulation_hands_the_lease_over_when_its_holder_goes_silent() -> No
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(op, min_size=1, max_size=60), st.lists(st.floats(0.95, 1.05), min_size=3, max_size=3))
-def test_never_two_holders_at_once_whatever_the_delays_losses_and_clock_rates(ops: list[Op], rates: list[float]) -> None:
+def test_never_two_holders_at_once_whatever_the_delays_losses_and_clock_rates(
+    ops: list[Op], rates: list[float]
+) -> None:
     """However requests are delayed or lost and however the pods' clocks drift (±5 %), the real-time intervals
     in which pods act as holder never overlap, and each ends before the server-side key it relies on expires."""
     intervals = simulate(ops, rates)
