@@ -34,6 +34,7 @@ from redis.backoff import NoBackoff
 
 from failsoft.daemon.clock import Clock
 from failsoft.daemon.config import Config
+from failsoft.daemon.fleetconfirm import DownConfirmation
 from failsoft.daemon.fleetkeys import (
     ACQUIRE,
     RELEASE,
@@ -60,6 +61,7 @@ READ_BLOCK_MS = 1000  # a results reader wakes at least this often
 READ_RETRY_MIN, READ_RETRY_MAX = 0.1, 2.0
 CLOSE_WAIT = 0.5  # at shutdown, releasing the leases may take this long (a successor then need not wait)
 MAX_SLEEP = 0.5  # the lease task looks at its leases at least this often
+NEWEST = 10  # entries read back to find the newest result (confirm_down's requests sit between results)
 
 Client = Redis | RedisCluster
 SchedulerFactory = Callable[[str, Callable[[DependencyStatus], None]], DependencyScheduler]
@@ -176,7 +178,8 @@ class Fleet:
         self.on_lease_change: list[Callable[[str, Change, str | None], None]] = []
         self.on_result_applied: Callable[[str], None] = lambda _: None
         self.on_fallback: Callable[[], None] = lambda: None
-        self._outbox: asyncio.Queue[tuple[Target, bytes]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[Target, str, bytes]] = asyncio.Queue()
+        self.confirm = DownConfirmation(self, lambda name: make_scheduler(name, lambda _: None))
         self._tasks: list[asyncio.Task[None]] = []
         self.client: Client | None = None
         self._scripts: dict[str, Any] = {}
@@ -205,6 +208,7 @@ class Fleet:
         """Stop the probes, give back the leases we hold (so a successor need not wait for them to expire)."""
         for task in self._tasks:
             task.cancel()
+        await self.confirm.aclose()
         await asyncio.gather(*(slot.stop() for t in self.targets.values() for slot in t.slots),
                              return_exceptions=True)
         if self.client is None:
@@ -250,20 +254,30 @@ class Fleet:
         """A shared dependency's scheduler reported: apply it here and, as its prober, share it."""
         status = replace(status, prober=self.pod)
         target = self.by_dependency[status.name]
+        if target.lease.holding(self.clock.monotonic()) and self.confirm.hold(target, status):
+            return  # confirm_down: held back until enough pods agree
+        self.publish_local(target, status)
+
+    def publish_local(self, target: Target, status: DependencyStatus) -> None:
+        """Apply this pod's own result for ``target`` and, as its prober, share it."""
         for name in target.names:
             self.last[name] = replace(status, name=name)
             self._report(self.last[name])
         if target.lease.holding(self.clock.monotonic()):
-            self._outbox.put_nowait((target, status_to_wire(status, self.pod, self.token)))
+            self._outbox.put_nowait((target, "result", status_to_wire(status, self.pod, self.token)))
+
+    def share_entry(self, target: Target, field_name: str, body: bytes) -> None:
+        """Append to the target's stream, fenced by its lease (queued behind the results, in order)."""
+        self._outbox.put_nowait((target, field_name, body))
 
     async def _share_loop(self) -> None:
         """Write shared results in order; one lost while Redis is away is not retried (the next one follows)."""
         while True:
-            target, body = await self._outbox.get()
+            target, field_name, body = await self._outbox.get()
             with contextlib.suppress(*REDIS_ERRORS):
                 async with asyncio.timeout(self.request_timeout):
                     await self._scripts["share"](keys=[target.lease_key, target.results_key],
-                                                 args=[self.token, RESULTS_MAXLEN, body])
+                                                 args=[self.token, RESULTS_MAXLEN, body, field_name])
 
     # -- remote results ------------------------------------------------------------------------------------
 
@@ -276,10 +290,9 @@ class Fleet:
         while True:
             try:
                 if last_id is None:
-                    newest = await client.xrevrange(target.results_key, count=1)
+                    newest = await client.xrevrange(target.results_key, count=NEWEST)
                     last_id = newest[0][0] if newest else "0-0"
-                    for _, fields in newest:
-                        self._apply(target, fields)
+                    self._apply_newest(target, newest)
                 reply = await client.xread({target.results_key: last_id}, count=RESULTS_MAXLEN,
                                                 block=READ_BLOCK_MS)
                 delay = READ_RETRY_MIN
@@ -291,9 +304,16 @@ class Fleet:
                 delay = min(READ_RETRY_MAX, delay * 2)
                 continue
             for _, entries in reply or []:
-                if entries:
-                    last_id = entries[-1][0]
-                    self._apply(target, entries[-1][1])  # only the newest matters
+                results = []
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    check = fields.get(b"check")
+                    if check is not None:
+                        self.confirm.on_check(target, _text(check) or "", _text(fields.get(b"token")) or "")
+                    else:
+                        results.append(fields)
+                if results:
+                    self._apply(target, results[-1])  # only the newest result matters
 
     def _apply(self, target: Target, fields: dict[Any, Any]) -> None:
         raw = fields.get(b"result", fields.get("result"))
@@ -399,14 +419,19 @@ class Fleet:
         assert self.client is not None
         try:
             async with asyncio.timeout(self.request_timeout):
-                newest: Any = await self.client.xrevrange(target.results_key, count=1)
+                newest: Any = await self.client.xrevrange(target.results_key, count=NEWEST)
         except asyncio.CancelledError:
             raise
         except REDIS_ERRORS:
             return False
-        for _, fields in newest:
-            self._apply(target, fields)
+        self._apply_newest(target, newest)
         return True
+
+    def _apply_newest(self, target: Target, newest_first: list[Any]) -> None:
+        for _, fields in newest_first:
+            if b"result" in fields:
+                self._apply(target, fields)
+                return
 
     # -- GET /fleet and the leader's count ---------------------------------------------------------------------
 

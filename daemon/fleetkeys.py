@@ -223,12 +223,13 @@ end
 return 0
 """
 
-# KEYS: lease, results. ARGV: token, maxlen, body. Appends a probe result only while we hold the lease.
+# KEYS: lease, results. ARGV: token, maxlen, body, field ("result", or "check" for confirm_down). Appends an entry
+# only while we hold the lease.
 # Atomic: a prober that lost its lease (it was paused, its successor probes already) cannot slip in a stale result
 # after the check.
 SHARE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'result', ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', ARGV[4], ARGV[3], 'token', ARGV[1])
 return 1
 """
 
