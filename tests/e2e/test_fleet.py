@@ -14,6 +14,8 @@ import json
 import re
 import secrets
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -401,3 +403,38 @@ def test_two_pods_with_one_id_end_up_with_two_ids(
     assert line["pod"] == f"web-{boot}"
     wait_for(lambda: (v := fleet_view(first)) and sorted(p["pod"] for p in v["pods"]) == ["web", f"web-{boot}"], 10,
              what="both pods in /fleet")
+
+
+def test_get_fleet_matches_its_openapi_fragment_and_failsoft_fleet_prints_it(
+    fleet_of: Callable[[str], Fleet], sim: ThreadedSimulator, postgres: Any, own_redis: Any, run_daemon: Any
+) -> None:
+    """GET /fleet conforms to daemon/openapi/fleet.yaml; `failsoft fleet` prints the leader, the probers and one
+    row per live pod (exit 0), says so when fleet mode is off (exit 1) and exits 3 when the daemon is unreachable."""
+    import jsonschema
+    import yaml
+
+    fragment = yaml.safe_load((Path(__file__).parents[2] / "daemon" / "openapi" / "fleet.yaml").read_text())
+    schemas = fragment["components"]["schemas"]
+    f = fleet_of(fleet_config(own_redis.url, sim, postgres, f"fl-{secrets.token_hex(3)}", "t"))
+    a = f.start("pod-a")
+    f.start("pod-b")
+    view = wait_for(lambda: (v := fleet_view(a)) and len(v["pods"]) == 2 and v["leader"] and v, 15, what="2 pods")
+    # The fragment's own refs resolve inside it: validate against {"components": ...} with a $ref to Fleet.
+    jsonschema.validate(view, {"$ref": "#/components/schemas/Fleet", "components": fragment["components"]},
+                        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    assert {p["pod"] for p in view["pods"]} == {"pod-a", "pod-b"} and set(schemas["FleetPod"]["required"]) == set(
+        view["pods"][0])
+    done = subprocess.run([sys.executable, "-m", "failsoft", "fleet", "--url", a.url], capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"leader {view['leader']}" in done.stdout and "pod-a" in done.stdout and "pod-b" in done.stdout
+    assert "prober of db:" in done.stdout and "(2 live pods" in done.stdout
+    plain = run_daemon('http: {listen: "127.0.0.1:0"}\n')
+    status, body, _ = plain.get("/fleet")
+    assert status == 404 and body["error"]["code"] == "fleet_off"
+    off = subprocess.run([sys.executable, "-m", "failsoft", "fleet", "--url", plain.url], capture_output=True,
+                         text=True, timeout=30, check=False)
+    assert off.returncode == 1 and "fleet mode is off" in off.stderr
+    gone = subprocess.run([sys.executable, "-m", "failsoft", "fleet", "--url", "http://127.0.0.1:1"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert gone.returncode == 3 and "cannot reach" in gone.stderr
