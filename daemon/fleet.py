@@ -21,16 +21,11 @@ import contextlib
 import functools
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import orjson
 import structlog
-from redis import exceptions as rex
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from failsoft.daemon.clock import Clock
 from failsoft.daemon.config import Config
@@ -47,6 +42,16 @@ from failsoft.daemon.fleetkeys import (
     target_digest,
     target_keys,
 )
+from failsoft.daemon.fleetparts import (
+    REDIS_ERRORS,
+    Client,
+    ProbeSlot,
+    Target,
+    describe_error,
+    pod_of,
+    redis_client,
+    text,
+)
 from failsoft.daemon.redact import Redactor, url_password
 from failsoft.daemon.scheduler import DependencyScheduler
 from failsoft.policies import lease as leases
@@ -56,86 +61,13 @@ from failsoft.policies.model import DependencyStatus
 log = structlog.get_logger("failsoft.fleet")
 
 LEADER = "leader"  # the lease name of the publication leader (dependency names label the others)
-SOCKET_TIMEOUT = 3.0  # above READ_BLOCK: a blocked XREAD must not time out on its own
 READ_BLOCK_MS = 1000  # a results reader wakes at least this often
 READ_RETRY_MIN, READ_RETRY_MAX = 0.1, 2.0
 CLOSE_WAIT = 0.5  # at shutdown, releasing the leases may take this long (a successor then need not wait)
 MAX_SLEEP = 0.5  # the lease task looks at its leases at least this often
 NEWEST = 10  # entries read back to find the newest result (confirm_down's requests sit between results)
 
-Client = Redis | RedisCluster
 SchedulerFactory = Callable[[str, Callable[[DependencyStatus], None]], DependencyScheduler]
-REDIS_ERRORS = (rex.RedisError, OSError, TimeoutError)
-
-
-def redis_client(url: str, cluster: bool, name: str) -> Client:
-    """A client with bounded socket waits and at most one immediate retry; a cluster client if asked."""
-    # One retry: after a Redis restart, each pooled connection fails once ("closed by server") before it is
-    # replaced; retrying at once on a fresh connection keeps that from looking like a new outage.
-    common: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": 1.0}
-    if cluster:
-        return RedisCluster.from_url(url, retry=Retry(NoBackoff(), 1), **common)
-    return Redis.from_url(url, retry=Retry(NoBackoff(), 1), health_check_interval=0, client_name=name, **common)
-
-
-def describe_error(exc: BaseException) -> str:
-    """A short, secret-free (after redaction) description of a Redis failure, with a hint for the usual ones."""
-    if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
-        return f"{type(exc).__name__}: the fleet Redis refused the credentials in fleet.redis ({exc})"
-    if isinstance(exc, TimeoutError):
-        return "TimeoutError: no answer in time"
-    return f"{type(exc).__name__}: {exc or type(exc).__name__}"
-
-
-@dataclass
-class ProbeSlot:
-    """One shared dependency's scheduler, running only while this pod probes it."""
-
-    name: str
-    make: Callable[[], DependencyScheduler]
-    scheduler: DependencyScheduler | None = None
-    task: asyncio.Task[None] | None = None
-
-    @property
-    def running(self) -> bool:
-        """Whether this pod probes the dependency now."""
-        return self.task is not None
-
-    def start(self, seed: DependencyStatus | None) -> None:
-        """Probe from now on, continuing from ``seed`` (the last status known) rather than from scratch."""
-        if self.task is not None:
-            return
-        self.scheduler = self.make()
-        if seed is not None and seed.probes:
-            self.scheduler.breaker.status = replace(seed, prober=None)
-        self.task = asyncio.get_running_loop().create_task(self.scheduler.run(), name=f"probe:{self.name}")
-
-    async def stop(self) -> None:
-        """Stop probing and close the probe's connections (a follower keeps none)."""
-        task, scheduler, self.task, self.scheduler = self.task, self.scheduler, None, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=1.0)
-        if scheduler is not None:
-            await scheduler.aclose()
-
-
-@dataclass
-class Target:
-    """A dependency target this pod probes or follows: its lease, its keys, and the local dependencies on it."""
-
-    digest: str
-    lease_key: str
-    results_key: str
-    names: list[str]
-    lease: Lease = field(default_factory=Lease)
-    slots: list[ProbeSlot] = field(default_factory=list)
-    following: bool = False  # this pod applies the prober's results (it caught up with the newest one)
-
-    @property
-    def label(self) -> str:
-        """The name used in logs and metrics: the (first) local dependency on this target."""
-        return self.names[0]
 
 
 class Fleet:
@@ -189,8 +121,8 @@ class Fleet:
     def start(self) -> dict[str, asyncio.Task[None]]:
         """Connect lazily and start the lease task, the sharer and one results reader per target."""
         self.client = redis_client(self.settings.redis_url, self.settings.cluster, "failsoft-fleet")
-        for name, text in (("acquire", ACQUIRE), ("renew", RENEW), ("release", RELEASE), ("share", SHARE)):
-            self._scripts[name] = self.client.register_script(text)
+        for name, script in (("acquire", ACQUIRE), ("renew", RENEW), ("release", RELEASE), ("share", SHARE)):
+            self._scripts[name] = self.client.register_script(script)
         now = self.clock.monotonic()
         self.leader = leases.start(now, self.ttl, self._rng.random())
         for target in self.targets.values():
@@ -309,7 +241,7 @@ class Fleet:
                     last_id = entry_id
                     check = fields.get(b"check")
                     if check is not None:
-                        self.confirm.on_check(target, _text(check) or "", _text(fields.get(b"token")) or "")
+                        self.confirm.on_check(target, text(check) or "", text(fields.get(b"token")) or "")
                     else:
                         results.append(fields)
                 if results:
@@ -375,7 +307,7 @@ class Fleet:
                 if action is Action.ACQUIRE:
                     ok, holder, pttl = await self._scripts["acquire"](keys=[key], args=[self.token, self._ttl_ms])
                     reply = Reply(ReplyKind.ACQUIRED) if int(ok) == 1 else Reply(
-                        ReplyKind.HELD_BY, _text(holder), int(pttl))
+                        ReplyKind.HELD_BY, text(holder), int(pttl))
                 else:
                     renewed = await self._scripts["renew"](keys=[key], args=[self.token, self._ttl_ms])
                     reply = Reply(ReplyKind.ACQUIRED if int(renewed) == 1 else ReplyKind.LOST)
@@ -439,7 +371,7 @@ class Fleet:
         """The States of the live pods (a pod key expires 3 heartbeats after its last write); prunes the dead."""
         client, keys = self.client, self.keys
         assert client is not None
-        members = sorted(t for m in await client.smembers(keys.pods) if (t := _text(m)))
+        members = sorted(t for m in await client.smembers(keys.pods) if (t := text(m)))
         if not members:
             return []
         bodies = await client.mget([keys.pod(m) for m in members])
@@ -458,20 +390,9 @@ class Fleet:
         """(leader pod, {shared dependency: prober pod}) as Redis says now."""
         assert self.client is not None
         async with asyncio.timeout(self.request_timeout * 2):
-            leader = _text(await self.client.get(self.keys.leader))
+            leader = text(await self.client.get(self.keys.leader))
             probers = {}
             for name, target in self.by_dependency.items():
-                probers[name] = _pod_of(_text(await self.client.get(target.lease_key)))
-        return _pod_of(leader), probers
+                probers[name] = pod_of(text(await self.client.get(target.lease_key)))
+        return pod_of(leader), probers
 
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def _pod_of(token: str | None) -> str | None:
-    if token is None or "/" not in token:
-        return None
-    return token.rpartition("/")[0]

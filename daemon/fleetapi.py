@@ -11,7 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from failsoft.daemon.api import error, json_response
-from failsoft.daemon.fleet import REDIS_ERRORS, Fleet, describe_error
+from failsoft.daemon.fleet import Fleet
+from failsoft.daemon.fleetparts import REDIS_ERRORS, describe_error
 
 POD_FIELDS = ("pod", "level", "seq", "boot", "updated_at")
 

@@ -25,7 +25,8 @@ from failsoft.policies.quorum import down_confirmed
 from failsoft.probes.base import Verdict
 
 if TYPE_CHECKING:
-    from failsoft.daemon.fleet import Fleet, Target
+    from failsoft.daemon.fleet import Fleet
+    from failsoft.daemon.fleetparts import Target
 
 log = structlog.get_logger("failsoft.fleet")
 

@@ -24,8 +24,9 @@ import structlog
 
 from failsoft.daemon.clock import Clock, iso
 from failsoft.daemon.config import Config
-from failsoft.daemon.fleet import REDIS_ERRORS, Fleet, describe_error
+from failsoft.daemon.fleet import Fleet
 from failsoft.daemon.fleetkeys import POD, PUBLISH, split_seq
+from failsoft.daemon.fleetparts import REDIS_ERRORS, describe_error
 from failsoft.daemon.hub import Hub, Published, PublishedEvent
 from failsoft.daemon.publish_redis import BACKLOG, STREAM_MAXLEN
 from failsoft.policies.quorum import fleet_level

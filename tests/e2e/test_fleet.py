@@ -141,6 +141,13 @@ def probes(d: DaemonProcess, dependency: str) -> float:
     return sum(float(m) for m in re.findall(pattern, text, re.M))
 
 
+def metric(d: DaemonProcess, name: str, dependency: str) -> float:
+    """A counter's value for one dependency in the daemon's /metrics."""
+    text = d.get("/metrics")[1]
+    found = re.findall(rf'^{name}\{{dependency="{dependency}"\}} ([0-9.e+]+)$', text, re.M)
+    return float(found[0]) if found else 0.0
+
+
 def pg_monitoring_connections(dsn: str) -> int:
     """Backends on PostgreSQL opened by failsoft probes (application_name failsoft)."""
 
@@ -220,6 +227,11 @@ def scenario(f: Fleet, sub: Subscriber, sim: ThreadedSimulator, pg: Any, read_st
             assert probes(d, "db") == 0, f"{pod} probed db although {probers['db']} is its prober"
         deps = d.state()["dependencies"]
         assert deps["openai"]["prober"] == probers["openai"] and deps["db"]["prober"] == probers["db"]
+        held = 1 if pod == probers["openai"] else 0
+        assert f'failsoft_fleet_leases_held{{lease="openai"}} {held}.0' in d.get("/metrics")[1]
+        if not held:
+            wait_for(lambda d=d: metric(d, "failsoft_fleet_shared_results_applied_total", "openai") > 0, 10,
+                     what="shared results counted")
     wait_for(lambda: pg_monitoring_connections(pg.dsn) == 1, 10, what="one monitoring backend on PostgreSQL")
 
     # The prober's fault reaches every pod: openai down everywhere, through the shared result.

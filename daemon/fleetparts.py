@@ -1,0 +1,109 @@
+"""The pieces fleet mode is built from: the Redis client and its errors, a shared dependency target, and the
+slot that runs a target's scheduler only while this pod probes it. Used by ``daemon.fleet`` and its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from redis import exceptions as rex
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from failsoft.daemon.scheduler import DependencyScheduler
+from failsoft.policies.lease import Lease
+from failsoft.policies.model import DependencyStatus
+
+SOCKET_TIMEOUT = 3.0  # above the results readers' XREAD BLOCK: a blocked read must not time out on its own
+
+Client = Redis | RedisCluster
+REDIS_ERRORS = (rex.RedisError, OSError, TimeoutError)
+
+
+def redis_client(url: str, cluster: bool, name: str) -> Client:
+    """A client with bounded socket waits and at most one immediate retry; a cluster client if asked."""
+    # One retry: after a Redis restart, each pooled connection fails once ("closed by server") before it is
+    # replaced; retrying at once on a fresh connection keeps that from looking like a new outage.
+    common: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": 1.0}
+    if cluster:
+        return RedisCluster.from_url(url, retry=Retry(NoBackoff(), 1), **common)
+    return Redis.from_url(url, retry=Retry(NoBackoff(), 1), health_check_interval=0, client_name=name, **common)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, secret-free (after redaction) description of a Redis failure, with a hint for the usual ones."""
+    if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
+        return f"{type(exc).__name__}: the fleet Redis refused the credentials in fleet.redis ({exc})"
+    if isinstance(exc, TimeoutError):
+        return "TimeoutError: no answer in time"
+    return f"{type(exc).__name__}: {exc or type(exc).__name__}"
+
+
+@dataclass
+class ProbeSlot:
+    """One shared dependency's scheduler, running only while this pod probes it."""
+
+    name: str
+    make: Callable[[], DependencyScheduler]
+    scheduler: DependencyScheduler | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether this pod probes the dependency now."""
+        return self.task is not None
+
+    def start(self, seed: DependencyStatus | None) -> None:
+        """Probe from now on, continuing from ``seed`` (the last status known) rather than from scratch."""
+        if self.task is not None:
+            return
+        self.scheduler = self.make()
+        if seed is not None and seed.probes:
+            self.scheduler.breaker.status = replace(seed, prober=None)
+        self.task = asyncio.get_running_loop().create_task(self.scheduler.run(), name=f"probe:{self.name}")
+
+    async def stop(self) -> None:
+        """Stop probing and close the probe's connections (a follower keeps none)."""
+        task, scheduler, self.task, self.scheduler = self.task, self.scheduler, None, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if scheduler is not None:
+            await scheduler.aclose()
+
+
+@dataclass
+class Target:
+    """A dependency target this pod probes or follows: its lease, its keys, and the local dependencies on it."""
+
+    digest: str
+    lease_key: str
+    results_key: str
+    names: list[str]
+    lease: Lease = field(default_factory=Lease)
+    slots: list[ProbeSlot] = field(default_factory=list)
+    following: bool = False  # this pod applies the prober's results (it caught up with the newest one)
+
+    @property
+    def label(self) -> str:
+        """The name used in logs and metrics: the (first) local dependency on this target."""
+        return self.names[0]
+
+
+def text(value: Any) -> str | None:
+    """A Redis reply (bytes or str) as text."""
+    if value is None:
+        return None
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def pod_of(token: str | None) -> str | None:
+    """The pod id of a holder token ``<pod>/<boot>``; None for anything else."""
+    if token is None or "/" not in token:
+        return None
+    return token.rpartition("/")[0]
