@@ -141,8 +141,9 @@ class Fleet:
         for task in self._tasks:
             task.cancel()
         await self.confirm.aclose()
-        await asyncio.gather(*(slot.stop() for t in self.targets.values() for slot in t.slots),
-                             return_exceptions=True)
+        slots = [slot for t in self.targets.values() for slot in t.slots]
+        await asyncio.gather(*(slot.stop() for slot in slots),
+                             *(slot.closing for slot in slots if slot.closing is not None), return_exceptions=True)
         if self.client is None:
             return
         now = self.clock.monotonic()
@@ -153,6 +154,10 @@ class Fleet:
             async with asyncio.timeout(CLOSE_WAIT):
                 for key in held:
                     await self._scripts["release"](keys=[key], args=[self.token])
+                # Leave the fleet now rather than 3 heartbeats from now (and free our pod id for a restart).
+                if await self._scripts["release"](keys=[self.keys.claim(self.pod)], args=[self.token]):
+                    await self.client.delete(self.keys.pod(self.pod))
+                    await self.client.srem(self.keys.pods, self.pod)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.client.aclose(), CLOSE_WAIT)
 
@@ -339,7 +344,7 @@ class Fleet:
                 if local and not slot.running:
                     slot.start(self.last.get(slot.name))
                 elif not local and slot.running:
-                    await slot.stop()
+                    slot.stop_soon()
             if not local and not target.following:
                 # Just became a follower (or started as one): take the newest result now rather than waiting for
                 # the next one, which may be a whole (long) interval away.

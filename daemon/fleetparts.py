@@ -19,6 +19,7 @@ from failsoft.daemon.scheduler import DependencyScheduler
 from failsoft.policies.lease import Lease
 from failsoft.policies.model import DependencyStatus
 
+STOP_WAIT = 0.5  # a cancelled probe task gets this long to unwind before its probe is closed anyway
 SOCKET_TIMEOUT = 3.0  # above the results readers' XREAD BLOCK: a blocked read must not time out on its own
 
 Client = Redis | RedisCluster
@@ -67,14 +68,26 @@ class ProbeSlot:
             self.scheduler.breaker.status = replace(seed, prober=None)
         self.task = asyncio.get_running_loop().create_task(self.scheduler.run(), name=f"probe:{self.name}")
 
+    closing: asyncio.Task[None] | None = None
+
     async def stop(self) -> None:
         """Stop probing and close the probe's connections (a follower keeps none)."""
         task, scheduler, self.task, self.scheduler = self.task, self.scheduler, None, None
+        await _close(task, scheduler)
+
+    def stop_soon(self) -> None:
+        """``stop`` in the background: the lease task that calls it must never wait on a probe's goodbye."""
+        task, scheduler, self.task, self.scheduler = self.task, self.scheduler, None, None
         if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=1.0)
-        if scheduler is not None:
-            await scheduler.aclose()
+            self.closing = asyncio.get_running_loop().create_task(_close(task, scheduler), name=f"close:{self.name}")
+
+
+async def _close(task: asyncio.Task[None] | None, scheduler: DependencyScheduler | None) -> None:
+    if task is not None:
+        task.cancel()
+        await asyncio.wait({task}, timeout=STOP_WAIT)
+    if scheduler is not None:
+        await scheduler.aclose()
 
 
 @dataclass

@@ -24,11 +24,12 @@ import structlog
 
 from failsoft.daemon.clock import Clock, iso
 from failsoft.daemon.config import Config
-from failsoft.daemon.fleet import Fleet
+from failsoft.daemon.fleet import LEADER, Fleet
 from failsoft.daemon.fleetkeys import POD, PUBLISH, split_seq
 from failsoft.daemon.fleetparts import REDIS_ERRORS, describe_error
 from failsoft.daemon.hub import Hub, Published, PublishedEvent
 from failsoft.daemon.publish_redis import BACKLOG, STREAM_MAXLEN
+from failsoft.policies.lease import Change
 from failsoft.policies.quorum import fleet_level
 
 log = structlog.get_logger("failsoft.fleet")
@@ -75,10 +76,15 @@ class FleetPublisher:
         self._scripts = {"pod": self.fleet.client.register_script(POD),
                          "publish": self.fleet.client.register_script(PUBLISH)}
         self.hub.add_listener(self.on_publish)
+        self.fleet.on_lease_change.append(self._lease_changed)
         if self.hub.current is not None:
             self._latest = self.hub.current
         self._task = asyncio.get_running_loop().create_task(self._run(), name="fleet:publish")
         return self._task
+
+    def _lease_changed(self, lease: str, change: Change, _holder: str | None) -> None:
+        if lease == LEADER and change is Change.ACQUIRED:
+            self._wake.set()  # publish as the new leader now, not at the next heartbeat
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

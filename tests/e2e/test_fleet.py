@@ -450,3 +450,28 @@ def test_get_fleet_matches_its_openapi_fragment_and_failsoft_fleet_prints_it(
     gone = subprocess.run([sys.executable, "-m", "failsoft", "fleet", "--url", "http://127.0.0.1:1"],
                           capture_output=True, text=True, timeout=30, check=False)
     assert gone.returncode == 3 and "cannot reach" in gone.stderr
+
+
+def test_a_pod_stopped_cleanly_hands_over_its_leases_and_leaves_the_fleet_at_once(
+    fleet_of: Callable[[str], Fleet], sim: ThreadedSimulator, postgres: Any, own_redis: Any
+) -> None:
+    """SIGTERM: the pod releases its leases and deletes its pod key as it exits, so the other pod probes and
+    leads next and /fleet lists one pod, without waiting for a lease or a pod key to expire."""
+    service, prefix = f"fl-{secrets.token_hex(3)}", "t"
+    f = fleet_of(fleet_config(own_redis.url, sim, postgres, service, prefix))
+    a, b = f.start("pod-a"), f.start("pod-b")
+    probers = wait_for(lambda: one_prober_each(f), 20, what="one prober each")
+    first = f.pods[probers["openai"]]
+    other = b if first is a else a
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        first.signal(signal.SIGTERM)
+        assert first.wait_exit() == 0
+        name = probers["openai"]
+        assert not client.exists(f"{prefix}:{service}:pod:{name}"), "the pod key outlived a clean stop"
+        view = fleet_view(other)
+        assert view is not None and [p["pod"] for p in view["pods"]] == [other.env["FAILSOFT_POD"]]
+        wait_for(lambda: (v := fleet_view(other)) and v["probers"]["openai"] == other.env["FAILSOFT_POD"]
+                 and v["leader"] == other.env["FAILSOFT_POD"], 10, what="the other pod probing and leading")
+    finally:
+        client.close()
