@@ -27,7 +27,7 @@ from failsoft.policies.model import BreakerState, DependencyStatus, DepState
 from failsoft.probes.postgres import listen_address
 
 RESULTS_MAXLEN = 100  # results kept per target: a follower only ever needs the latest
-SEQ_FIELD = b'"seq":-1'  # the placeholder the scripts replace with the fleet seq (see split_seq)
+SEQ_FIELD = b'"seq":-1'  # the placeholder the PUBLISH script replaces with the fleet seq (see with_seq_placeholder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,16 +170,15 @@ def _text(value: Any) -> str | None:
     return value[:2000] if isinstance(value, str) else None
 
 
-def split_seq(body: bytes) -> tuple[bytes, bytes]:
-    """Split a JSON body serialised with ``"seq": -1`` around the -1, for a script to put the fleet seq in.
+def with_seq_placeholder(body: bytes) -> bytes:
+    """``body`` if it holds the seq placeholder (``"seq":-1``) the PUBLISH script replaces, else ValueError.
 
-    The first occurrence is the real key: any ``"`` inside a string value is escaped, so ``"seq":-1`` cannot
-    appear inside one.
+    Only a real ``"seq"`` key can match: a ``"`` inside a JSON string value is escaped (``\\"seq\\":-1``), so the
+    placeholder cannot appear inside one.
     """
-    head, sep, tail = body.partition(SEQ_FIELD)
-    if not sep:
+    if SEQ_FIELD not in body:
         raise ValueError("the body has no seq placeholder")
-    return head + b'"seq":', tail
+    return body
 
 
 # --- the scripts ------------------------------------------------------------------------------------------
@@ -248,7 +247,8 @@ return {1, '', seq}
 """
 
 # KEYS: leader lease, seq, state, stream. ARGV: token, floor, state ttl_ms, channel, PUBLISH or SPUBLISH,
-# maxlen, state head, state tail, n, then head and tail of each of the n events.
+# maxlen, state, n, then the n events; every `"seq":-1` in a body becomes the fleet seq (a resync's embedded State
+# too).
 # Returns the fleet seq after the write, or -1 when we are not the leader (nothing written).
 # Atomic: the fencing check, the seq increments and every write are one step, so no other leader's write comes
 # between them, seqs are gapless, and no reader sees an event without its seq or a State ahead of its events.
@@ -259,14 +259,15 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
 local floor = tonumber(ARGV[2])
 if seq < floor then seq = floor end
-local n = tonumber(ARGV[9])
-for i = 0, n - 1 do
+local n = tonumber(ARGV[8])
+for i = 1, n do
   seq = seq + 1
-  local body = ARGV[10 + 2 * i] .. seq .. ARGV[11 + 2 * i]
+  local body = string.gsub(ARGV[8 + i], '"seq":%-1', '"seq":' .. seq)
   redis.call(ARGV[5], ARGV[4], body)
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'event', body)
 end
 redis.call('SET', KEYS[2], seq)
-redis.call('SET', KEYS[3], ARGV[7] .. seq .. ARGV[8], 'PX', ARGV[3])
+local state = string.gsub(ARGV[7], '"seq":%-1', '"seq":' .. seq)
+redis.call('SET', KEYS[3], state, 'PX', ARGV[3])
 return seq
 """

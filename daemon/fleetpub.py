@@ -25,7 +25,7 @@ import structlog
 from failsoft.daemon.clock import Clock, iso
 from failsoft.daemon.config import Config
 from failsoft.daemon.fleet import LEADER, Fleet
-from failsoft.daemon.fleetkeys import POD, PUBLISH, split_seq
+from failsoft.daemon.fleetkeys import POD, PUBLISH, with_seq_placeholder
 from failsoft.daemon.fleetparts import REDIS_ERRORS, describe_error
 from failsoft.daemon.hub import Hub, Published, PublishedEvent
 from failsoft.daemon.publish_redis import BACKLOG, STREAM_MAXLEN
@@ -161,9 +161,8 @@ class FleetPublisher:
             state = self._state(latest, level, since, levels)
             args: list[Any] = [fleet.token, self.floor, self._state_ttl_ms, keys.events,
                                "SPUBLISH" if fleet.settings.cluster else "PUBLISH", STREAM_MAXLEN,
-                               *split_seq(state), len(events)]
-            for body in events:
-                args.extend(split_seq(body))
+                               with_seq_placeholder(state), len(events)]
+            args += [with_seq_placeholder(body) for body in events]
             async with asyncio.timeout(fleet.request_timeout * 2):
                 seq = int(await self._scripts["publish"](keys=[keys.leader, keys.seq, keys.state, keys.stream],
                                                          args=args))
@@ -208,8 +207,11 @@ class FleetPublisher:
         base = {"service": snap.service, "boot": snap.boot, "seq": -1, "at": now}
         out: list[bytes] = []
         if not self._leading:
+            # As without fleet mode, a resync carries the whole State; here it takes a seq of its own (the
+            # fleet's seq only ever grows), and the State inside says the same seq.
+            state = orjson.Fragment(self._state(latest, level, self._since or now, levels))
             out.append(orjson.dumps({"type": "resync", **base, "level": level, "leader": self.fleet.pod,
-                                     "reason": "a new leader publishes for the fleet"}))
+                                     "reason": "a new leader publishes for the fleet", "state": state}))
         # The leader's own events, renumbered by the script; its own level changes give way to the fleet's.
         out += [orjson.dumps({**e.data, "seq": -1}) for e in self._backlog if e.type != "level_changed"]
         since = self._since

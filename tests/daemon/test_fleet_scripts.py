@@ -27,12 +27,12 @@ from failsoft.daemon.fleetkeys import (
     RENEW,
     SHARE,
     service_keys,
-    split_seq,
     status_from_wire,
     status_to_wire,
     target_digest,
     target_identity,
     target_keys,
+    with_seq_placeholder,
 )
 from failsoft.policies.model import BreakerState, DependencyStatus, DepState
 
@@ -115,9 +115,9 @@ def test_a_pod_id_is_claimed_by_one_process_at_a_time(r: redis.Redis) -> None:
 def publish(r: redis.Redis, keys: Any, token: str, floor: int, events: list[dict[str, Any]]) -> int:
     """Run PUBLISH with a State and ``events`` (each serialised with the seq placeholder)."""
     args: list[Any] = [token, floor, 5000, keys.events, "PUBLISH", 100,
-                       *split_seq(orjson.dumps({"service": "s", "seq": -1, "level": "full"})), len(events)]
-    for e in events:
-        args.extend(split_seq(orjson.dumps({"type": e["type"], "seq": -1, "reason": e.get("reason")})))
+                       with_seq_placeholder(orjson.dumps({"service": "s", "seq": -1, "level": "full"})), len(events)]
+    args += [with_seq_placeholder(orjson.dumps({"type": e["type"], "seq": -1, "reason": e.get("reason"),
+                                                "state": {"seq": -1}})) for e in events]
     return int(r.eval(PUBLISH, 4, keys.leader, keys.seq, keys.state, keys.stream, *args))
 
 
@@ -137,6 +137,7 @@ def test_only_the_leader_publishes_and_the_fleet_seq_is_gapless_across_leaders(r
     assert seqs == [1, 2, 3]
     last = orjson.loads(r.xrange(keys.stream)[-1][1][b"event"])
     assert last["reason"] == 'quote " and "seq":-1 inside'  # the placeholder inside a string is left alone
+    assert last["state"]["seq"] == 3  # an embedded State (a resync's) gets the same seq
     assert orjson.loads(r.get(keys.state) or b"")["seq"] == 3
 
 
@@ -209,8 +210,8 @@ def test_a_shared_result_round_trips_and_garbage_is_refused() -> None:
         assert status_from_wire(garbage, "db") is None
 
 
-def test_split_seq_needs_the_placeholder() -> None:
-    """A body without the placeholder is a programming error, said at once."""
-    assert split_seq(b'{"seq":-1,"a":1}') == (b'{"seq":', b',"a":1}')
+def test_a_body_without_the_seq_placeholder_is_refused_at_once() -> None:
+    """A body without the placeholder is a programming error, said before anything is sent."""
+    assert with_seq_placeholder(b'{"seq":-1,"a":1}') == b'{"seq":-1,"a":1}'
     with pytest.raises(ValueError, match="placeholder"):
-        split_seq(b'{"seq":3}')
+        with_seq_placeholder(b'{"seq":3}')

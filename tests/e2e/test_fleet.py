@@ -263,6 +263,8 @@ def scenario(f: Fleet, sub: Subscriber, sim: ThreadedSimulator, pg: Any, read_st
     seqs = sub.seqs()
     assert all(a < b for a, b in itertools.pairwise(seqs)), f"seqs not strictly increasing: {seqs}"
     assert len({m["boot"] for m in sub.messages}) >= 2, "no leader change seen on the channel"
+    resyncs = [m for m in sub.messages if m["type"] == "resync"]
+    assert resyncs and all(m["state"]["seq"] == m["seq"] and m["state"]["leader"] == m["leader"] for m in resyncs)
     stream = read_stream()
     assert stream == list(range(1, len(stream) + 1)), f"the stream's seqs have a gap or go back: {stream}"
 
