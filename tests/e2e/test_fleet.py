@@ -477,3 +477,23 @@ def test_a_pod_stopped_cleanly_hands_over_its_leases_and_leaves_the_fleet_at_onc
                  and v["leader"] == other.env["FAILSOFT_POD"], 10, what="the other pod probing and leading")
     finally:
         client.close()
+
+
+def test_two_services_on_one_database_share_one_prober_and_a_late_pod_is_ready_at_once(
+    fleet_of: Callable[[str], Fleet], sim: ThreadedSimulator, postgres: Any, own_redis: Any
+) -> None:
+    """Pods of two different services probing the same database with the same options share one prober (one
+    backend on PostgreSQL), and a pod that joins takes the newest shared result at once: with a 60 s interval,
+    /readyz is 200 long before the prober's next probe."""
+    prefix = "t"
+    slow = 'interval: 60s\n'
+    one = fleet_of(fleet_config(own_redis.url, sim, postgres, f"fl-a-{secrets.token_hex(3)}", prefix)
+                   .replace("  db: {", "  db: {" + slow.strip() + ", "))
+    two = fleet_of(fleet_config(own_redis.url, sim, postgres, f"fl-b-{secrets.token_hex(3)}", prefix)
+                   .replace("  db: {", "  main: {" + slow.strip() + ", ").replace("any_down: [db]", "any_down: [main]"))
+    a = one.start("svc-a-pod")
+    wait_for(lambda: (v := fleet_view(a)) and v["probers"].get("db") == "svc-a-pod", 10, what="pod a probing db")
+    b = two.start("svc-b-pod")  # waits for /readyz: only the shared result can make it ready within 20 s
+    assert b.state()["dependencies"]["main"]["prober"] == "svc-a-pod"
+    assert probes(b, "main") == 0
+    assert pg_monitoring_connections(postgres.dsn) == 1
