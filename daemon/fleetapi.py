@@ -23,6 +23,8 @@ def routes(fleet: Fleet | None, service: str) -> list[web.RouteDef]:
     async def get_fleet(_: web.Request) -> web.Response:
         if fleet is None:
             return error(404, "fleet_off", "fleet mode is off: this daemon's config has no `fleet` section")
+        if fleet.client is None:
+            return error(503, "starting", "the daemon is starting")
         try:
             leader, probers = await fleet.lease_holders()
             async with asyncio.timeout(fleet.request_timeout * 2):
