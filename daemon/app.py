@@ -96,7 +96,8 @@ class Daemon:
         report = inbox.put_nowait if fleet is None else fleet.on_own_result
         schedulers = [make_scheduler(name, report) for name in config.dependencies
                       if fleet is None or name not in fleet.by_dependency]
-        reports = Reports(config, {s.name: s for s in schedulers}, clock, metrics)
+        targets = {s.name: s for s in schedulers} | (fleet.passive_targets() if fleet is not None else {})
+        reports = Reports(config, targets, clock, metrics)
         streams = stream.EventStreams(max_streams=config.http.max_streams)
         app = api.build_app(runtime, [*stream.routes(streams), *metrics.routes(), *ofrep.routes(), *reports.routes(),
                                       *statuspage.routes(), *openapi.routes(config.policy.levels, config.dependencies),

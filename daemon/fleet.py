@@ -46,6 +46,7 @@ from failsoft.daemon.fleetparts import (
     REDIS_ERRORS,
     Client,
     ProbeSlot,
+    SlotReports,
     Target,
     describe_error,
     pod_of,
@@ -175,6 +176,10 @@ class Fleet:
     def redact(self, text: str) -> str:
         """``text`` with every secret of the config and of the fleet Redis URL masked."""
         return self._redact(text)
+
+    def passive_targets(self) -> dict[str, SlotReports]:
+        """For ``POST /report``: each shared dependency's verdicts go to its scheduler while this pod probes it."""
+        return {name: SlotReports(target.slots[0]) for name, target in self.by_dependency.items()}
 
     def rename(self, pod: str) -> None:
         """Use another pod id (a live process uses ours); leases held under the old token are given up."""

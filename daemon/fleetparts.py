@@ -90,6 +90,25 @@ async def _close(task: asyncio.Task[None] | None, scheduler: DependencyScheduler
         await scheduler.aclose()
 
 
+@dataclass(frozen=True, slots=True)
+class SlotReports:
+    """Where ``POST /report`` verdicts about a shared dependency go (``daemon.report.PassiveTarget``): the breaker
+    of its scheduler while this pod is its prober (the new status is then shared with every pod, a rate limit's
+    ``retry_at`` included); nowhere on a follower, whose view is the prober's."""
+
+    slot: ProbeSlot
+
+    def reported_failure(self, reason: str, error: str) -> bool:
+        """Open the prober's breaker (False on a follower, or when already open)."""
+        scheduler = self.slot.scheduler
+        return scheduler.reported_failure(reason, error) if scheduler is not None else False
+
+    def reported_rate_limit(self, retry_after: float, error: str) -> bool:
+        """Hold a rate limit on the prober (False on a follower, or when nothing changed)."""
+        scheduler = self.slot.scheduler
+        return scheduler.reported_rate_limit(retry_after, error) if scheduler is not None else False
+
+
 @dataclass
 class Target:
     """A dependency target this pod probes or follows: its lease, its keys, and the local dependencies on it."""

@@ -9,9 +9,9 @@ dependency healthy: only the probes close a breaker, through half-open as usual.
 
 Every bound on this untrusted input is a named constant below, with its reason.
 
-Fleet mode: a report moves only the breaker of the pod that received it. The issue also asks that a reported
-rate limit's ``retry_at`` hold for every pod of the fleet (so that none probes the provider before it); that
-belongs with the fleet's shared probing (``fleet`` in the contract) and is not done here.
+Fleet mode: a report about a shared dependency moves the breaker of its prober when it lands there, and the
+new status (a rate limit's ``retry_at`` included) reaches every pod as the prober's next shared result; a report
+that lands on a follower is not applied (``daemon.fleetparts.SlotReports``).
 """
 
 from __future__ import annotations

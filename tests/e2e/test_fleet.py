@@ -27,7 +27,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 from rediscluster import RedisClusterServer
-from support import IN_CI, SECRETS, DaemonProcess, wait_for
+from support import IN_CI, SECRETS, DaemonProcess, request, wait_for
 
 from failsoft.devtools.llmsim import ThreadedSimulator
 from failsoft.devtools.localservers import ServerError
@@ -498,3 +498,29 @@ def test_two_services_on_one_database_share_one_prober_and_a_late_pod_is_ready_a
     assert b.state()["dependencies"]["main"]["prober"] == "svc-a-pod"
     assert probes(b, "main") == 0
     assert pg_monitoring_connections(postgres.dsn) == 1
+
+
+def test_a_rate_limit_reported_to_the_prober_holds_for_every_pod(
+    fleet_of: Callable[[str], Fleet], sim: ThreadedSimulator, postgres: Any, own_redis: Any
+) -> None:
+    """POST /report of a rate limit on the prober of a shared LLM: every pod shows it rate limited until the same
+    retry_at (the prober shares the held status); the same report on a follower is accepted but moves nothing
+    there, the follower's view being the prober's."""
+    f = fleet_of(fleet_config(own_redis.url, sim, postgres, f"fl-{secrets.token_hex(3)}", "t"))
+    f.start("pod-a")
+    f.start("pod-b")
+    probers = wait_for(lambda: one_prober_each(f), 20, what="one prober each")
+    prober = f.pods[probers["openai"]]
+    follower = next(d for p, d in f.live().items() if p != probers["openai"])
+    body = json.dumps({"dependency": "openai", "ok": False, "reason": "rate_limited", "retry_after": "30s"}).encode()
+    status, _, _ = request(follower.url + "/report", "POST", body, {"Content-Type": "application/json"})
+    assert status == 202
+    wait_for(lambda: re.search(r'^failsoft_reports_total\{dependency="openai",[^}]*\} [1-9]', follower.get("/metrics")[1],
+                               re.M), 10, what="the follower to have judged the report")
+    assert follower.state()["dependencies"]["openai"]["state"] == "healthy"
+    status, _, _ = request(prober.url + "/report", "POST", body, {"Content-Type": "application/json"})
+    assert status == 202
+    held = [d.wait_state(lambda s: s["dependencies"]["openai"]["reason"] == "rate_limited", 10,
+                         what="rate limited on every pod")["dependencies"]["openai"] for d in (prober, follower)]
+    assert held[0]["retry_at"] == held[1]["retry_at"] is not None
+    assert held[1]["prober"] == probers["openai"]
