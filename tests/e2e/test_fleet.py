@@ -515,8 +515,8 @@ def test_a_rate_limit_reported_to_the_prober_holds_for_every_pod(
     body = json.dumps({"dependency": "openai", "ok": False, "reason": "rate_limited", "retry_after": "30s"}).encode()
     status, _, _ = request(follower.url + "/report", "POST", body, {"Content-Type": "application/json"})
     assert status == 202
-    wait_for(lambda: re.search(r'^failsoft_reports_total\{dependency="openai",[^}]*\} [1-9]', follower.get("/metrics")[1],
-                               re.M), 10, what="the follower to have judged the report")
+    judged = r'^failsoft_reports_total\{dependency="openai",[^}]*\} [1-9]'
+    wait_for(lambda: re.search(judged, follower.get("/metrics")[1], re.M), 10, what="the follower to judge it")
     assert follower.state()["dependencies"]["openai"]["state"] == "healthy"
     status, _, _ = request(prober.url + "/report", "POST", body, {"Content-Type": "application/json"})
     assert status == 202
