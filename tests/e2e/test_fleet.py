@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -524,3 +525,42 @@ def test_a_rate_limit_reported_to_the_prober_holds_for_every_pod(
                          what="rate limited on every pod")["dependencies"]["openai"] for d in (prober, follower)]
     assert held[0]["retry_at"] == held[1]["retry_at"] is not None
     assert held[1]["prober"] == probers["openai"]
+
+
+def libfaketime() -> str:
+    """The libfaketime library (Debian package faketime): fails in CI without it, skips elsewhere."""
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1")) + sorted(
+        Path("/usr/lib").glob("faketime/libfaketimeMT.so.1"))
+    if not found:
+        if IN_CI:
+            pytest.fail("CI needs libfaketime (apt-get install -y faketime)")
+        pytest.skip("libfaketime is not installed (apt-get install -y faketime)")
+    return str(found[0])
+
+
+def test_pods_whose_clocks_disagree_by_hours_still_share_one_prober_and_fail_over(
+    fleet_of: Callable[[str], Fleet], sim: ThreadedSimulator, postgres: Any, own_redis: Any
+) -> None:
+    """Three pods whose wall clocks are 2 hours apart (one also ticking 5 % fast): leases rely on Redis TTLs and
+    each pod's own monotonic clock only, so there is still one prober per dependency and one leader, and killing
+    the prober moves the probing to another pod. The pods' own timestamps show the skew was real."""
+    lib = libfaketime()
+    f = fleet_of(fleet_config(own_redis.url, sim, postgres, f"fl-{secrets.token_hex(3)}", "t"))
+    f.start("pod-now")
+    f.start("pod-ahead", {"LD_PRELOAD": lib, "FAKETIME": "+2h", "DONT_FAKE_MONOTONIC": "1"})
+    f.start("pod-behind", {"LD_PRELOAD": lib, "FAKETIME": "-2h x1.05"})
+    probers = wait_for(lambda: one_prober_each(f), 20, what="one prober each")
+    view = fleet_view(f.pods["pod-now"])
+    assert view is not None
+    stamps = {p["pod"]: datetime.fromisoformat(p["updated_at"]) for p in view["pods"]}
+    assert stamps["pod-ahead"] - stamps["pod-now"] > timedelta(hours=1.5)
+    assert stamps["pod-now"] - stamps["pod-behind"] > timedelta(hours=1.5)
+    for pod, d in f.live().items():
+        if pod != probers["openai"]:
+            assert probes(d, "openai") == 0, f"{pod} probed openai although {probers['openai']} is its prober"
+    f.kill(probers["openai"])
+    after = wait_for(lambda: (p := one_prober_each(f)) and p["openai"] != probers["openai"] and p, 20,
+                     what="another pod probing openai")
+    survivor = f.pods[after["openai"]]
+    count = probes(survivor, "openai")
+    wait_for(lambda: probes(survivor, "openai") > count + 2, 10, what="the new prober probing")
