@@ -31,7 +31,7 @@ from rediscluster import RedisClusterServer
 from support import IN_CI, SECRETS, DaemonProcess, request, wait_for
 
 from failsoft.devtools.llmsim import ThreadedSimulator
-from failsoft.devtools.localservers import ServerError
+from failsoft.devtools.localservers import ServerError, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -564,3 +564,39 @@ def test_pods_whose_clocks_disagree_by_hours_still_share_one_prober_and_fail_ove
     survivor = f.pods[after["openai"]]
     count = probes(survivor, "openai")
     wait_for(lambda: probes(survivor, "openai") > count + 2, 10, what="the new prober probing")
+
+
+def test_the_fleet_publishes_the_level_of_most_pods_and_the_worse_on_a_tie(
+    fleet_of: Callable[[str], Fleet], sim: ThreadedSimulator, postgres: Any, own_redis: Any
+) -> None:
+    """Each pod also probes a dependency of its own (not shared) that only one pod reaches: two pods at
+    cache_only and one at full publish cache_only; with one of the two gone the tie goes to the worse level;
+    when the pods agree again the fleet's level follows, with a level_changed event in the stream."""
+    service, prefix = f"fl-{secrets.token_hex(3)}", "t"
+    text = fleet_config(own_redis.url, sim, postgres, service, prefix).replace(
+        "cluster: false}", "cluster: false, shared: [db, openai]}").replace(
+        "dependencies:\n", 'dependencies:\n  local: {kind: tcp, address: "${LOCAL_ADDR}"}\n').replace(
+        "rules: [", "rules: [{level: cache_only, when: {any_down: [local]}}, ")
+    closed = f"127.0.0.1:{free_port()}"
+    f = fleet_of(text)
+    f.start("pod-up", {"LOCAL_ADDR": f"127.0.0.1:{own_redis.port}"})
+    f.start("pod-down-1", {"LOCAL_ADDR": closed})
+    f.start("pod-down-2", {"LOCAL_ADDR": closed})
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        def fleet_level() -> str | None:
+            raw = client.get(f"{prefix}:{service}:state")
+            return orjson.loads(raw)["level"] if raw else None
+
+        assert f.pods["pod-up"].state()["level"] == "full"
+        wait_for(lambda: fleet_level() == "cache_only", 15, what="2 of 3 pods at cache_only")
+        f.kill("pod-down-2")
+        wait_for(lambda: (v := fleet_view(f.pods["pod-up"])) and len(v["pods"]) == 2, 15, what="2 live pods")
+        assert fleet_level() == "cache_only"  # 1 full, 1 cache_only: the worse
+        f.kill("pod-down-1")
+        wait_for(lambda: fleet_level() == "full", 15, what="the only live pod's level")
+        events = [orjson.loads(e[b"event"]) for _, e in client.xrange(f"{prefix}:{service}:stream")]
+        changes = [(e["previous"], e["level"]) for e in events if e["type"] == "level_changed"]
+        assert changes[-1] == ("cache_only", "full")
+    finally:
+        client.close()
