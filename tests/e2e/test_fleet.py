@@ -600,3 +600,25 @@ def test_the_fleet_publishes_the_level_of_most_pods_and_the_worse_on_a_tie(
         assert changes[-1] == ("cache_only", "full")
     finally:
         client.close()
+
+
+def test_a_database_crash_seen_by_the_prober_reaches_every_pod_and_the_recovery_too(
+    fleet_of: Callable[[str], Fleet], sim: ThreadedSimulator, own_postgres: Any, own_redis: Any
+) -> None:
+    """kill -9 of PostgreSQL: what the prober sees reaches the followers (which never probed it, the db's
+    `prober` says who did); after the restart all pods are healthy again with one backend in total."""
+    f = fleet_of(fleet_config(own_redis.url, sim, own_postgres, f"fl-{secrets.token_hex(3)}", "t"))
+    for pod in ("pod-a", "pod-b", "pod-c"):
+        f.start(pod)
+    probers = wait_for(lambda: one_prober_each(f), 20, what="one prober each")
+    own_postgres.kill()
+    for d in f.live().values():
+        db = d.wait_state(lambda s: s["dependencies"]["db"]["state"] == "down", 15, what="db down everywhere")
+        assert db["dependencies"]["db"]["prober"] == probers["db"]
+    own_postgres.start()
+    for d in f.live().values():
+        d.wait_state(lambda s: s["dependencies"]["db"]["state"] == "healthy", 20, what="db healthy everywhere")
+    for pod, d in f.live().items():
+        if pod != probers["db"]:
+            assert probes(d, "db") == 0
+    wait_for(lambda: pg_monitoring_connections(own_postgres.dsn) == 1, 10, what="one backend after the restart")
