@@ -85,19 +85,21 @@ def fingerprint(secret: str) -> str:
 def target_identity(dep: Dependency) -> str:
     """What makes two dependencies the same thing to probe, whatever they are called in which service.
 
-    The kind and its endpoint (host, port and database; a base URL and the API key's fingerprint), plus the
+    The kind and its endpoint (user, host, port and database; a base URL and the API key's fingerprint), plus the
     options that change what the probe concludes (role, lag bound, probe kind, model, expected statuses...), so
     that two services share a prober only when its results mean the same to both. Secrets never enter it.
     """
     o = dep.options
     if dep.kind == "postgres":
         address = listen_address(o.dsn) or ("?", 0)
-        database = urllib.parse.urlsplit(o.dsn).path.strip("/") or "?"
-        endpoint = f"{address[0]}:{address[1]}/{database}"
+        url = urllib.parse.urlsplit(o.dsn)
+        database = url.path.strip("/") or "?"
+        # The user, not the password: another user is another way in (pg_hba, grants), so another target.
+        endpoint = f"{url.username or ''}@{address[0]}:{address[1]}/{database}"
         extra = f"role={o.role};lag={o.max_replication_lag:g}"
     elif dep.kind == "redis":
         host, port, db = redis_identity(o.url)
-        endpoint, extra = f"{host}:{port}/{db}", f"role={o.role}"
+        endpoint, extra = f"{urllib.parse.urlsplit(o.url).username or ''}@{host}:{port}/{db}", f"role={o.role}"
     elif dep.kind == "llm":
         key = fingerprint(o.api_key) if o.api_key else "-"
         endpoint = f"{o.provider}|{o.base_url or 'default'}|key={key}"

@@ -171,17 +171,19 @@ def deps(text: str) -> Any:
 
 
 def test_two_services_naming_one_database_differently_share_its_target() -> None:
-    """The identity is the endpoint and the probe options, not the name, the user or the password."""
+    """The identity is the user, the endpoint and the probe options, not the name or the password."""
     d = deps("""
   db: {kind: postgres, dsn: "postgresql://app:pw1@db.internal:5432/shop"}
-  main: {kind: postgres, dsn: "postgresql://other:pw2@db.internal:5432/shop"}
+  main: {kind: postgres, dsn: "postgresql://app:pw2@db.internal:5432/shop?sslmode=prefer"}
+  other_user: {kind: postgres, dsn: "postgresql://other:pw1@db.internal:5432/shop"}
   other_db: {kind: postgres, dsn: "postgresql://app:pw1@db.internal:5432/billing"}
   replica: {kind: postgres, dsn: "postgresql://app:pw1@db.internal:5432/shop", role: replica}
 """)
     assert target_digest(d["db"]) == target_digest(d["main"])
+    assert target_digest(d["db"]) != target_digest(d["other_user"])  # another way in: its own prober
     assert target_digest(d["db"]) != target_digest(d["other_db"])
     assert target_digest(d["db"]) != target_digest(d["replica"])  # a replica's results mean something else
-    assert "pw1" not in target_identity(d["db"]) and "app" not in target_identity(d["db"]).split("|")[1]
+    assert "pw1" not in target_identity(d["db"]) and "pw2" not in target_identity(d["main"])
 
 
 def test_an_llm_target_is_its_base_url_and_a_fingerprint_of_its_key_never_the_key() -> None:
