@@ -89,8 +89,10 @@ class Fleet:
         self._redact = Redactor([*config.secrets, *([pw] if (pw := url_password(self.settings.redis_url)) else [])])
         self.ttl = self.settings.lease
         self._ttl_ms = max(1, round(self.ttl * 1000))
-        # A request must fail well before a held lease runs out, and must not fail on a merely busy machine.
-        self.request_timeout = max(0.25, min(1.0, self.ttl / 4))
+        # When Redis counts as unreachable (every pod then probes alone): not on a merely busy machine (half a
+        # second at least), and soon enough to matter. Lease safety does not depend on it: a holder acts only
+        # until sent_at + 0.9 x lease, however long its requests take.
+        self.request_timeout = max(0.5, min(1.0, self.ttl / 4))
         self.leader = Lease()
         self.leader_term = 0  # how many times this pod became the leader (a new term publishes a resync first)
         self.targets: dict[str, Target] = {}
