@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import socket
 
-from failsoft.daemon.config import parse_config, summary
+import pytest
+
+from failsoft.daemon.config import ConfigError, parse_config, summary
 from failsoft.daemon.fleetconfig import redis_identity
 
 DEPS = """
@@ -22,10 +24,14 @@ def test_without_fleet_nothing_changes() -> None:
     assert c.fleet is None and c.publish is not None and not c.publish.cluster
 
 
-def test_pod_comes_from_the_file_else_failsoft_pod_else_the_host_name() -> None:
-    """The file wins; then $FAILSOFT_POD; then the host name."""
-    assert parse_config("pod: web-1\n", {"FAILSOFT_POD": "env-pod"}).pod == "web-1"
+def test_pod_comes_from_failsoft_pod_else_the_file_else_the_host_name() -> None:
+    """$FAILSOFT_POD wins over the file (a deploy-time setting, as the contract says); then the file; then the
+    host name. A value that cannot be a pod id is refused with the pod's rule."""
+    assert parse_config("pod: web-1\n", {"FAILSOFT_POD": "env-pod"}).pod == "env-pod"
+    assert parse_config("pod: web-1\n", {}).pod == "web-1"
     assert parse_config("service: s\n", {"FAILSOFT_POD": "env-pod"}).pod == "env-pod"
+    with pytest.raises(ConfigError, match="pod: expected letters"):
+        parse_config("service: s\n", {"FAILSOFT_POD": "web/1"})
     assert parse_config("service: s\n", {}).pod == socket.gethostname()
 
 
