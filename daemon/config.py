@@ -214,7 +214,8 @@ def _build(r: Reader, data: Any, base_dir: Path) -> Config | None:
     failover = _failover(r, top.get("llm_failover"), deps, broken)
     publish = _publish(r, top.get("publish"), deps, broken)
     pod = read_pod(r, top.get("pod"))
-    fleet = read_fleet(r, top.get("fleet"), deps, publish, publish.redis_url if publish else None)
+    fleet = read_fleet(r, top.get("fleet"), deps, publish, publish.redis_url if publish else None,
+                       broken=broken)
     if fleet is not None and publish is not None and fleet.cluster:
         publish = dataclasses.replace(publish, cluster=True)
     policy, notes = _policy(r, top.get("policy"), deps, base_dir, broken)

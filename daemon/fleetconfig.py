@@ -54,9 +54,14 @@ def read_pod(r: Reader, node: Any) -> str | None:
 
 
 def read_fleet(
-    r: Reader, node: Any, deps: Mapping[str, Dependency], publish: PublishSettings | None, publish_target: Any
+    r: Reader, node: Any, deps: Mapping[str, Dependency], publish: PublishSettings | None, publish_target: Any,
+    *, broken: frozenset[str] = frozenset(),
 ) -> FleetSettings | None:
-    """``fleet``: validated, with defaults filled in from ``publish`` and the dependencies."""
+    """``fleet``: validated, with defaults filled in from ``publish`` and the dependencies.
+
+    ``broken`` names dependencies that are defined but invalid: their own errors are the root mistake, so naming
+    them here is not one more.
+    """
     if node is None:
         return None
     keys = ["redis", "cluster", "prefix", "lease", "shared", "confirm_down"]
@@ -66,6 +71,8 @@ def read_fleet(
         return None
     target = r.value(str, body["redis"], "fleet.redis")
     if target is None:
+        return None
+    if target in broken:
         return None
     url, dep_name = _redis_target(r, target, deps)
     cluster = bool(r.value(bool, body.get("cluster", False), "fleet.cluster"))
@@ -80,7 +87,7 @@ def read_fleet(
     confirm = r.value(int, body.get("confirm_down", 1), "fleet.confirm_down")
     if confirm is not None and not 1 <= confirm <= CONFIRM_MAX:
         r.error("fleet.confirm_down", f"must be between 1 and {CONFIRM_MAX} (a number of pods), got {confirm}")
-    shared = _shared(r, body, deps, dep_name)
+    shared = _shared(r, body, deps, dep_name, broken)
     if url is not None and cluster and url.startswith("unix://"):
         r.error("fleet.cluster", "a Redis Cluster is reached over TCP: fleet.redis must be a redis:// URL")
     if url is not None and publish is not None and _same_redis(publish_target, url) is False:
@@ -109,13 +116,15 @@ def _redis_target(r: Reader, target: str, deps: Mapping[str, Dependency]) -> tup
 
 
 def _shared(r: Reader, body: Mapping[str, Any], deps: Mapping[str, Dependency],
-            own_redis: str | None) -> tuple[str, ...] | None:
+            own_redis: str | None, broken: frozenset[str]) -> tuple[str, ...] | None:
     if "shared" not in body:
         return tuple(n for n in deps if n != own_redis)
     names = r.value(tuple[str, ...], body["shared"], "fleet.shared")
     if names is None:
         return None
     for i, name in enumerate(names):
+        if name in broken:
+            continue
         if name not in deps:
             known = ", ".join(deps) or "none defined"
             r.error(f"fleet.shared[{i}]", f"unknown dependency {name!r} (expected one of: {known})")
