@@ -38,7 +38,7 @@ pytestmark = pytest.mark.e2e
 HEARTBEAT = 0.5
 LEASE = "1s"
 FAST = ("defaults: {interval: 200ms, fast_interval: 100ms, timeout: 1s, jitter: 0, unhealthy_threshold: 1, "
-        "healthy_threshold: 1, down_interval: {initial: 200ms, max: 400ms}}")
+        "healthy_threshold: 1, down_interval: {initial: 200ms, max: 400ms}, startup_grace: 0s}")
 POLICY = "policy: {recover_after: 0s, rules: [{level: cache_only, when: {any_down: [db]}}, " \
          "{level: limited, when: {any_down: [openai]}}]}"
 
