@@ -2,7 +2,7 @@
 real PostgreSQL, the LLM simulator, and real faults (SIGKILL of the prober and of the leader, Redis killed and
 restarted, a wrong password, a lease key overwritten by hand, two pods with one id).
 
-Leases of 1 s and heartbeats of 500 ms keep the whole file to a few tens of seconds. Deadlines are generous;
+Leases of 2 s and heartbeats of 500 ms keep the whole file to about a minute. Deadlines are generous;
 nothing here asserts a duration (the bench measures them).
 """
 
@@ -36,7 +36,7 @@ from failsoft.devtools.localservers import ServerError, free_port
 pytestmark = pytest.mark.e2e
 
 HEARTBEAT = 0.5
-LEASE = "1s"
+LEASE = "2s"  # short, but a 2-core machine shared with other test runs can stall a process for a second
 FAST = ("defaults: {interval: 200ms, fast_interval: 100ms, timeout: 1s, jitter: 0, unhealthy_threshold: 1, "
         "healthy_threshold: 1, down_interval: {initial: 200ms, max: 400ms}, startup_grace: 0s}")
 POLICY = "policy: {recover_after: 0s, rules: [{level: cache_only, when: {any_down: [db]}}, " \
@@ -560,11 +560,11 @@ def test_pods_whose_clocks_disagree_by_hours_still_share_one_prober_and_fail_ove
         if pod != probers["openai"]:
             assert probes(d, "openai") == 0, f"{pod} probed openai although {probers['openai']} is its prober"
     f.kill(probers["openai"])
-    after = wait_for(lambda: (p := one_prober_each(f)) and p["openai"] != probers["openai"] and p, 20,
-                     what="another pod probing openai")
-    survivor = f.pods[after["openai"]]
-    count = probes(survivor, "openai")
-    wait_for(lambda: probes(survivor, "openai") > count + 2, 10, what="the new prober probing")
+    wait_for(lambda: (p := one_prober_each(f)) and p["openai"] != probers["openai"], 20,
+             what="another pod holding the openai lease")
+    counts = {pod: probes(d, "openai") for pod, d in f.live().items()}
+    wait_for(lambda: any(probes(d, "openai") > counts[pod] + 2 for pod, d in f.live().items()), 10,
+             what="a surviving pod probing openai")
 
 
 def test_the_fleet_publishes_the_level_of_most_pods_and_the_worse_on_a_tie(
