@@ -29,6 +29,7 @@ from failsoft.daemon.fleetkeys import POD, PUBLISH, with_seq_placeholder
 from failsoft.daemon.fleetparts import REDIS_ERRORS, describe_error
 from failsoft.daemon.hub import Hub, Published, PublishedEvent
 from failsoft.daemon.publish_redis import BACKLOG, STREAM_MAXLEN
+from failsoft.daemon.state import SCHEMA_VERSION
 from failsoft.policies.lease import Change
 from failsoft.policies.quorum import fleet_level
 
@@ -204,7 +205,7 @@ class FleetPublisher:
         policy = self.config.policy
         level = fleet_level(levels, policy.levels) or snap.level
         now = iso(self.clock.now())
-        base = {"service": snap.service, "boot": snap.boot, "seq": -1, "at": now}
+        base = {"schema_version": SCHEMA_VERSION, "service": snap.service, "boot": snap.boot, "seq": -1, "at": now}
         out: list[bytes] = []
         if not self._leading:
             # As without fleet mode, a resync carries the whole State; here it takes a seq of its own (the

@@ -28,6 +28,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 from rediscluster import RedisClusterServer
+from schemas import problems
 from support import IN_CI, SECRETS, DaemonProcess, request, wait_for
 
 from failsoft.devtools.llmsim import ThreadedSimulator
@@ -264,6 +265,9 @@ def scenario(f: Fleet, sub: Subscriber, sim: ThreadedSimulator, pg: Any, read_st
     seqs = sub.seqs()
     assert all(a < b for a, b in itertools.pairwise(seqs)), f"seqs not strictly increasing: {seqs}"
     assert len({m["boot"] for m in sub.messages}) >= 2, "no leader change seen on the channel"
+    for m in sub.messages:  # every event the leaders published is a documented event (docs/schema)
+        assert not problems("event.json", m) and not problems(f"events/{m['type']}.json", m), (m, problems(
+            f"events/{m['type']}.json", m))
     resyncs = [m for m in sub.messages if m["type"] == "resync"]
     assert resyncs and all(m["state"]["seq"] == m["seq"] and m["state"]["leader"] == m["leader"] for m in resyncs)
     stream = read_stream()
@@ -286,6 +290,8 @@ def test_a_fleet_on_one_redis_probes_each_dependency_once_and_publishes_one_cohe
             return [orjson.loads(e[b"event"])["seq"] for _, e in client.xrange(f"{prefix}:{service}:stream")]
 
         scenario(f, sub, sim, postgres, stream)
+        state = orjson.loads(client.get(f"{prefix}:{service}:state") or b"{}")
+        assert not problems("state.json", state) and state["leader"] in f.live()
     finally:
         sub.close()
         client.close()
