@@ -24,7 +24,6 @@ from failsoft.daemon.clock import iso
 from failsoft.daemon.config import Dependency
 from failsoft.daemon.fleetconfig import redis_identity
 from failsoft.policies.model import BreakerState, DependencyStatus, DepState
-from failsoft.probes.postgres import listen_address
 
 RESULTS_MAXLEN = 100  # results kept per target: a follower only ever needs the latest
 SEQ_FIELD = b'"seq":-1'  # the placeholder the PUBLISH script replaces with the fleet seq (see with_seq_placeholder)
@@ -82,6 +81,29 @@ def fingerprint(secret: str) -> str:
     return hashlib.sha256(b"failsoft-fleet-api-key\x00" + secret.encode()).hexdigest()[:16]
 
 
+def postgres_address(dsn: str) -> tuple[str, int] | None:
+    """(host or socket directory, port) of the first host of a ``postgresql://`` DSN, or None if it has none.
+
+    libpq allows ``host1:port1,host2:port2`` and ``?host=...&port=...``; the first host names the target.
+    """
+    try:
+        url = urllib.parse.urlsplit(dsn)
+    except ValueError:
+        return None
+    first = url.netloc.rpartition("@")[2].split(",")[0]
+    if first.startswith("["):
+        host, _, rest = first[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    else:
+        host, _, port_text = first.partition(":")
+    query = urllib.parse.parse_qs(url.query)
+    host = (query.get("host") or [urllib.parse.unquote(host)])[0].split(",")[0]
+    port_text = (query.get("port") or [port_text or "5432"])[0].split(",")[0]
+    if not host or not port_text.isdigit():
+        return None
+    return host.lower(), int(port_text)
+
+
 def target_identity(dep: Dependency) -> str:
     """What makes two dependencies the same thing to probe, whatever they are called in which service.
 
@@ -91,7 +113,7 @@ def target_identity(dep: Dependency) -> str:
     """
     o = dep.options
     if dep.kind == "postgres":
-        address = listen_address(o.dsn) or ("?", 0)
+        address = postgres_address(o.dsn) or ("?", 0)
         url = urllib.parse.urlsplit(o.dsn)
         database = url.path.strip("/") or "?"
         # The user, not the password: another user is another way in (pg_hba, grants), so another target.

@@ -26,6 +26,7 @@ from failsoft.daemon.fleetkeys import (
     RELEASE,
     RENEW,
     SHARE,
+    postgres_address,
     service_keys,
     status_from_wire,
     status_to_wire,
@@ -184,6 +185,15 @@ def test_two_services_naming_one_database_differently_share_its_target() -> None
     assert target_digest(d["db"]) != target_digest(d["other_db"])
     assert target_digest(d["db"]) != target_digest(d["replica"])  # a replica's results mean something else
     assert "pw1" not in target_identity(d["db"]) and "pw2" not in target_identity(d["main"])
+
+
+def test_a_postgres_target_is_the_first_host_of_the_dsn() -> None:
+    """Host and port as libpq reads them: bracketed IPv6, several hosts, ?host= and ?port= in the query."""
+    assert postgres_address("postgresql://u:p@DB.internal/app") == ("db.internal", 5432)
+    assert postgres_address("postgresql://u:p@[::1]:6432/app") == ("::1", 6432)
+    assert postgres_address("postgresql://u:p@h1:5433,h2:5434/app") == ("h1", 5433)
+    assert postgres_address("postgresql:///app?host=/run/pg&port=5499") == ("/run/pg", 5499)
+    assert postgres_address("postgresql:///app") is None
 
 
 def test_an_llm_target_is_its_base_url_and_a_fingerprint_of_its_key_never_the_key() -> None:
