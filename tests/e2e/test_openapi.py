@@ -42,13 +42,15 @@ SECRETS.add(ADMIN_TOKEN)
 
 
 def daemon_config(cache_url: str, admin: bool = True) -> str:
-    """A small daemon: a real Redis (up) and a TCP port nothing listens on (down), so the State has both."""
+    """A small daemon: a real Redis (up) and a TCP port nothing listens on (down), so the State has both; in fleet
+    mode through that Redis (a prefix of its own), so that ``GET /fleet`` has a fleet to describe."""
     token = f', admin_token: "{ADMIN_TOKEN}"' if admin else ""
     return f"""
 http: {{listen: "127.0.0.1:0"{token}}}
 dependencies:
   cache: {{kind: redis, url: "{cache_url}"}}
   gone: {{kind: tcp, address: "127.0.0.1:{free_port()}"}}
+fleet: {{redis: cache, lease: 2s, prefix: "st-{os.urandom(4).hex()}"}}
 """
 
 
