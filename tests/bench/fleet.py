@@ -4,7 +4,8 @@ PostgreSQL (the goal: independent of N), the prober failover time after SIGKILL 
 ``lease`` + one interval), the time until all N pods show a shared dependency down after its fault (goal: the
 prober's detection time + 100 ms) and the RSS per daemon.
 
-``fleet_rows()`` returns the rows for ``tests/bench/run.py``; ``python tests/bench/fleet.py [N ...]`` prints them.
+``bench_fleet`` is what ``tests/bench/run.py`` (``make bench``) calls: N = 1 and 10 in a quick run, 1, 10 and 50
+with ``BENCH_QUICK=0``; ``fleet_rows()`` returns the rows, and ``python tests/bench/fleet.py [N ...]`` prints them.
 Numbers, not assertions: a shared machine is noisy.
 """
 
@@ -180,6 +181,12 @@ def fleet_rows(sizes: tuple[int, ...] = SIZES) -> list[Row]:
     finally:
         sim.stop()
     return rows
+
+
+def bench_fleet(rows: Any, quick: bool) -> None:
+    """The runner's entry point: one text row per figure (``rows`` is benchlib's ``Rows``)."""
+    for what, _n, value, extra, more in fleet_rows((1, 10) if quick else SIZES):
+        rows.note(what, " ".join(x for x in (value, extra, more) if x))
 
 
 def main() -> None:
