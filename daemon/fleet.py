@@ -32,6 +32,7 @@ from failsoft.daemon.config import Config
 from failsoft.daemon.fleetconfirm import DownConfirmation
 from failsoft.daemon.fleetkeys import (
     ACQUIRE,
+    RELAY_MAXLEN,
     RELEASE,
     RENEW,
     RESULTS_MAXLEN,
@@ -67,6 +68,8 @@ READ_RETRY_MIN, READ_RETRY_MAX = 0.1, 2.0
 CLOSE_WAIT = 0.5  # at shutdown, releasing the leases may take this long (a successor then need not wait)
 MAX_SLEEP = 0.5  # the lease task looks at its leases at least this often
 NEWEST = 10  # entries read back to find the newest result (confirm_down's requests sit between results)
+RELAY_QUEUE = 256  # rate limits waiting to be relayed to probers; beyond it one is dropped (a later one follows)
+MAX_RELAYED_WAIT = 86_400.0  # a relayed retry_after above a day is garbage in Redis, not a rate limit
 
 SchedulerFactory = Callable[[str, Callable[[DependencyStatus], None]], DependencyScheduler]
 
@@ -114,6 +117,7 @@ class Fleet:
         self.on_result_applied: Callable[[str], None] = lambda _: None
         self.on_fallback: Callable[[], None] = lambda: None
         self._outbox: asyncio.Queue[tuple[Target, str, bytes]] = asyncio.Queue()
+        self._relay_out: asyncio.Queue[tuple[Target, float]] = asyncio.Queue(maxsize=RELAY_QUEUE)
         self.confirm = DownConfirmation(self, lambda name: make_scheduler(name, lambda _: None))
         self._tasks: list[asyncio.Task[None]] = []
         self.client: Client | None = None
@@ -132,10 +136,13 @@ class Fleet:
             target.lease = leases.start(now, self.ttl, self._rng.random())
         loop = asyncio.get_running_loop()
         tasks = {"fleet:leases": loop.create_task(self._lease_loop(), name="fleet:leases"),
-                 "fleet:share": loop.create_task(self._share_loop(), name="fleet:share")}
+                 "fleet:share": loop.create_task(self._share_loop(), name="fleet:share"),
+                 "fleet:relay": loop.create_task(self._relay_loop(), name="fleet:relay")}
         for target in self.targets.values():
             tasks[f"fleet:follow:{target.label}"] = loop.create_task(self._follow(target),
                                                                      name=f"fleet:follow:{target.label}")
+            tasks[f"fleet:relayed:{target.label}"] = loop.create_task(self._relayed(target),
+                                                                      name=f"fleet:relayed:{target.label}")
         self._tasks = list(tasks.values())
         return tasks
 
@@ -181,7 +188,17 @@ class Fleet:
 
     def passive_targets(self) -> dict[str, SlotReports]:
         """For ``POST /report``: each shared dependency's verdicts go to its scheduler while this pod probes it."""
-        return {name: SlotReports(target.slots[0]) for name, target in self.by_dependency.items()}
+        return {name: SlotReports(target.slots[0], functools.partial(self.relay_rate_limit, target))
+                for name, target in self.by_dependency.items()}
+
+    def relay_rate_limit(self, target: Target, retry_after: float) -> bool:
+        """A follower's app reported a rate limit of a shared dependency: queue it for the prober (False when the
+        queue is full; the reports that filled it say the same)."""
+        try:
+            self._relay_out.put_nowait((target, retry_after))
+        except asyncio.QueueFull:
+            return False
+        return True
 
     def rename(self, pod: str) -> None:
         """Use another pod id (a live process uses ours); leases held under the old token are given up."""
@@ -222,6 +239,59 @@ class Fleet:
                 async with asyncio.timeout(self.request_timeout):
                     await self._scripts["share"](keys=[target.lease_key, target.results_key],
                                                  args=[self.token, RESULTS_MAXLEN, body, field_name])
+
+    async def _relay_loop(self) -> None:
+        """Append the rate limits reported on this pod to their targets' relay streams (not fenced: any pod may
+        relay; a relay lost while Redis is away does not matter, as every pod then probes, and holds, itself)."""
+        client: Any = self.client
+        assert client is not None
+        while True:
+            target, retry_after = await self._relay_out.get()
+            with contextlib.suppress(*REDIS_ERRORS):
+                async with asyncio.timeout(self.request_timeout):
+                    await client.xadd(target.relay_key, {"retry_after": f"{retry_after:.3f}", "pod": self.pod},
+                                      maxlen=RELAY_MAXLEN, approximate=True)
+
+    async def _relayed(self, target: Target) -> None:
+        """Read the rate limits that followers relay for ``target`` and, while this pod probes it, hold them on its
+        breaker: the held status (with its ``retry_at``) then reaches every pod as the prober's result."""
+        client: Any = self.client
+        assert client is not None
+        last_id: Any = None
+        delay = READ_RETRY_MIN
+        while True:
+            try:
+                if last_id is None:  # only what is relayed from now on: an old entry would extend a past limit
+                    newest = await client.xrevrange(target.relay_key, count=1)
+                    last_id = newest[0][0] if newest else "0-0"
+                reply = await client.xread({target.relay_key: last_id}, count=RELAY_MAXLEN, block=READ_BLOCK_MS)
+                delay = READ_RETRY_MIN
+            except asyncio.CancelledError:
+                raise
+            except REDIS_ERRORS:
+                last_id = None
+                await asyncio.sleep(delay * (0.5 + self._rng.random() / 2))
+                delay = min(READ_RETRY_MAX, delay * 2)
+                continue
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    self._hold_relayed(target, fields)
+
+    def _hold_relayed(self, target: Target, fields: dict[Any, Any]) -> None:
+        scheduler = target.slots[0].scheduler
+        if scheduler is None or not target.lease.holding(self.clock.monotonic()):
+            return  # not the prober: the prober holds it and shares the result
+        try:
+            wait = float(text(fields.get(b"retry_after")) or "nan")
+        except ValueError:
+            wait = float("nan")
+        if not 0.0 < wait <= MAX_RELAYED_WAIT:  # NaN fails both comparisons
+            log.warning("fleet_relay_unreadable", dependency=target.label)
+            return
+        pod = (text(fields.get(b"pod")) or "?")[:64]
+        scheduler.reported_rate_limit(wait, f"the app on pod {pod} reported a rate limit; retry after {wait:g}s")
+
 
     # -- remote results ------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from failsoft.daemon.fleetconfig import redis_identity
 from failsoft.policies.model import BreakerState, DependencyStatus, DepState
 
 RESULTS_MAXLEN = 100  # results kept per target: a follower only ever needs the latest
+RELAY_MAXLEN = 100  # relayed rate limits kept per target: the prober reads them as they come
 SEQ_FIELD = b'"seq":-1'  # the placeholder the PUBLISH script replaces with the fleet seq (see with_seq_placeholder)
 
 

@@ -94,9 +94,12 @@ async def _close(task: asyncio.Task[None] | None, scheduler: DependencyScheduler
 class SlotReports:
     """Where ``POST /report`` verdicts about a shared dependency go (``daemon.report.PassiveTarget``): the breaker
     of its scheduler while this pod is its prober (the new status is then shared with every pod, a rate limit's
-    ``retry_at`` included); nowhere on a follower, whose view is the prober's."""
+    ``retry_at`` included). On a follower, whose view is the prober's, a rate limit is relayed to the prober
+    (``relay``), so that every pod holds it; reported failures are not: one pod's app must not open the breaker
+    of the whole fleet (a quorum of probes decides that, ``confirm_down``)."""
 
     slot: ProbeSlot
+    relay: Callable[[float], bool] | None = None
 
     def reported_failure(self, reason: str, error: str) -> bool:
         """Open the prober's breaker (False on a follower, or when already open)."""
@@ -104,9 +107,12 @@ class SlotReports:
         return scheduler.reported_failure(reason, error) if scheduler is not None else False
 
     def reported_rate_limit(self, retry_after: float, error: str) -> bool:
-        """Hold a rate limit on the prober (False on a follower, or when nothing changed)."""
+        """Hold a rate limit on the prober, or relay it to the prober from a follower (False when nothing
+        changed or the relay queue is full)."""
         scheduler = self.slot.scheduler
-        return scheduler.reported_rate_limit(retry_after, error) if scheduler is not None else False
+        if scheduler is not None:
+            return scheduler.reported_rate_limit(retry_after, error)
+        return self.relay(retry_after) if self.relay is not None else False
 
 
 @dataclass
@@ -120,6 +126,12 @@ class Target:
     lease: Lease = field(default_factory=Lease)
     slots: list[ProbeSlot] = field(default_factory=list)
     following: bool = False  # this pod applies the prober's results (it caught up with the newest one)
+
+    @property
+    def relay_key(self) -> str:
+        """The stream through which followers relay the rate limits their apps report to the prober (the same
+        hash tag as the results, so both live in one slot of a cluster)."""
+        return f"{self.results_key}:relay"
 
     @property
     def label(self) -> str:

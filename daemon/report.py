@@ -10,8 +10,9 @@ dependency healthy: only the probes close a breaker, through half-open as usual.
 Every bound on this untrusted input is a named constant below, with its reason.
 
 Fleet mode: a report about a shared dependency moves the breaker of its prober when it lands there, and the
-new status (a rate limit's ``retry_at`` included) reaches every pod as the prober's next shared result; a report
-that lands on a follower is not applied (``daemon.fleetparts.SlotReports``).
+new status (a rate limit's ``retry_at`` included) reaches every pod as the prober's next shared result; a rate
+limit that lands on a follower is relayed to the prober, a failure there is not applied
+(``daemon.fleetparts.SlotReports``).
 """
 
 from __future__ import annotations
