@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from failsoft.daemon.config import TOP_KEYS, parse_config, summary
+from failsoft.daemon.config import parse_config, summary
 from failsoft.devtools.localservers import free_port
 
 FILE = """
@@ -44,21 +42,10 @@ def test_an_empty_variable_counts_as_unset() -> None:
 
 
 def test_failsoft_pod_overrides_pod_where_the_config_has_one() -> None:
-    """FAILSOFT_POD replaces ``pod`` (fleet mode's replica id) when this version's config has that key, and is
-    checked like the others."""
-    if "pod" not in TOP_KEYS:
-        pytest.skip("this build has no `pod` setting (it comes with fleet mode); FAILSOFT_POD is ignored until then")
+    """FAILSOFT_POD replaces ``pod`` (fleet mode's replica id), and is checked like the others."""
     config = parse_config(FILE + "pod: from-file\n", {"FAILSOFT_POD": "checkout-7d9f-x2v4q"})
-    assert config.pod == "checkout-7d9f-x2v4q"  # type: ignore[attr-defined]
+    assert config.pod == "checkout-7d9f-x2v4q"
     assert "pod: checkout-7d9f-x2v4q from FAILSOFT_POD (the file says from-file)" in config.notes
-
-
-def test_failsoft_pod_is_ignored_by_a_config_without_pod() -> None:
-    """Without a ``pod`` setting (no fleet mode in this build), FAILSOFT_POD neither fails nor adds a key."""
-    if "pod" in TOP_KEYS:
-        pytest.skip("this build has a `pod` setting: see the test above")
-    config = parse_config(FILE, {"FAILSOFT_POD": "checkout-7d9f-x2v4q"})
-    assert not [n for n in config.notes if "FAILSOFT_POD" in n]
 
 
 def test_failsoft_run_binds_and_publishes_as_the_environment_says(run_daemon: Any) -> None:
