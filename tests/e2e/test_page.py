@@ -323,7 +323,8 @@ http: {{listen: "127.0.0.1:0"}}
 
 
 def test_screenshots_are_committed() -> None:
-    """The README's screenshots exist and are PNG files (made by ``make screenshots`` from the demo test)."""
+    """The screenshots of the README and docs/status-page.md exist and are PNG files (made by ``make screenshots``
+    from the demo test)."""
     docs = Path(__file__).resolve().parents[2] / "docs"
     for name in ("status-page.png", "status-page-degraded.png"):
         assert (docs / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
