@@ -1,8 +1,10 @@
-"""Which event loop the daemon runs on: uvloop when it is installed (the ``uvloop`` extra), else asyncio's own.
+"""Which event loop the daemon runs on: asyncio's own unless ``FAILSOFT_EVENT_LOOP=uvloop`` asks for uvloop.
 
-uvloop answers ``GET /service-level`` and fans events out faster and at a lower CPU cost than the default loop
-(figures in docs/performance.md); everything else works the same on both. ``FAILSOFT_EVENT_LOOP=asyncio`` forces
-the default loop, ``uvloop`` requires uvloop (an error when it is missing), unset means uvloop when installed.
+uvloop answers ``GET /service-level`` and fans events out faster than the default loop (figures in
+docs/performance.md), but it is opt-in: its transports raise ``RuntimeError`` where asyncio's raise
+``ConnectionError``, and redis-py's cluster client lets that escape (seen in fleet mode on a Redis Cluster: the
+fleet's publisher task died at start and took the daemon with it). Reliability first; speed when asked for.
+``FAILSOFT_EVENT_LOOP=uvloop`` requires uvloop (an error when it is missing); unset or ``asyncio`` means asyncio.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def loop_factory(env: Mapping[str, str]) -> tuple[str, Callable[[], asyncio.Abst
     installed = importlib.util.find_spec("uvloop") is not None
     if wanted == "uvloop" and not installed:
         raise EventLoopError("FAILSOFT_EVENT_LOOP=uvloop but uvloop is not installed: pip install 'failsoft[uvloop]'")
-    if wanted == "asyncio" or not installed:
+    if wanted != "uvloop":
         return "asyncio", None
     import uvloop  # optional: imported only when it is installed and wanted
 
