@@ -23,7 +23,15 @@ STOP_WAIT = 0.5  # a cancelled probe task gets this long to unwind before its pr
 SOCKET_TIMEOUT = 3.0  # above the results readers' XREAD BLOCK: a blocked read must not time out on its own
 
 Client = Redis | RedisCluster
-REDIS_ERRORS = (rex.RedisError, OSError, TimeoutError)
+# What a failed Redis request raises. Besides redis-py's own errors and the socket's:
+# - RedisClusterException, which is not a RedisError: a cluster none of whose nodes answers raises it, and "Redis
+#   away" must mean fallback, never a dead task and a stopped daemon;
+# - AttributeError from redis-py's asyncio cluster client when a connection is torn down under concurrent use (its
+#   writer is already None: seen at a fleet's start on a 3-master cluster);
+# - RuntimeError from a closed uvloop transport.
+# Each except clause using this wraps Redis calls only, so these are Redis failures: the pod falls back to probing
+# alone and tries again, instead of the fleet task dying and taking the daemon with it.
+REDIS_ERRORS = (rex.RedisError, rex.RedisClusterException, OSError, TimeoutError, AttributeError, RuntimeError)
 
 
 def redis_client(url: str, cluster: bool, name: str) -> Client:

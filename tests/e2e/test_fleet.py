@@ -301,7 +301,8 @@ def test_the_same_fleet_on_a_three_master_redis_cluster(
     fleet_of: Callable[[str], Fleet], sim: ThreadedSimulator, postgres: Any, cluster: RedisClusterServer
 ) -> None:
     """The same story on a real 3-master Redis Cluster: hash-tagged keys, the events on a sharded channel read
-    with SSUBSCRIBE, the stream gapless."""
+    with SSUBSCRIBE, the stream gapless. Then the whole cluster is killed: every pod says so, falls back to probing
+    alone and keeps answering (redis-py's cluster errors are not RedisErrors; one used to stop the daemon)."""
     service, prefix = f"fl-{secrets.token_hex(3)}", "t"
     f = fleet_of(fleet_config(cluster.url, sim, postgres, service, prefix, cluster=True))
     sub = Subscriber(cluster.url, f"{{{prefix}:{service}}}:events", cluster=True)
@@ -312,6 +313,16 @@ def test_the_same_fleet_on_a_three_master_redis_cluster(
 
         scenario(f, sub, sim, postgres, stream)
         assert client.exists(f"{{{prefix}:{service}}}:state") and not client.exists(f"{prefix}:{service}:state")
+        sub.close()  # our own subscriber would only complain that the cluster went away
+        alive = set(f.live())
+        cluster.kill()
+        for d in f.live().values():
+            wait_for(lambda d=d: any(line.get("event") == "fleet_redis_unreachable" for line in d.lines()), 15,
+                     what="each pod to say the fleet Redis is away")
+        wait_for(lambda: all(probes(d, "db") > 0 for d in f.live().values()), 15, what="every pod probing db itself")
+        assert set(f.live()) == alive and all(d.get("/healthz")[0] == 200 for d in f.live().values())
+        assert not any(line.get("event") in ("task_crashed", "uncaught_exception")
+                       for d in f.pods.values() for line in d.lines())
     finally:
         sub.close()
         client.close()
