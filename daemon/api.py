@@ -103,7 +103,7 @@ async def service_level(request: web.Request) -> web.StreamResponse:
         if pub is None:
             return error(503, "starting", "the daemon is starting")
         inm = request.headers.get("If-None-Match")
-        if inm is not None and etag_matches(inm, pub.snapshot.boot, pub.seq):
+        if inm is not None and etag_matches(inm, pub.etag):
             return web.Response(status=304, headers=pub.not_modified)
         return web.Response(status=pub.status, body=pub.body, headers=pub.headers)
     return await _blocking_query(request, rt)
@@ -126,7 +126,7 @@ async def _blocking_query(request: web.Request, rt: Runtime) -> web.StreamRespon
         pub = await rt.hub.wait_past(pub.seq, wait)
     if pub is None:
         return error(503, "starting", "the daemon is starting")
-    if etag_matches(request.headers.get("If-None-Match"), pub.snapshot.boot, pub.seq):
+    if etag_matches(request.headers.get("If-None-Match"), pub.etag):
         return web.Response(status=304, headers=pub.not_modified)
     return web.Response(status=pub.status, body=pub.body, headers=pub.headers)
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import re
 
-from failsoft.daemon.hub import state_id
-
 _ID = re.compile(r"([0-9A-Za-z_.]{1,64})-([0-9]{1,18})")
 _SEQ = re.compile(r"[0-9]{1,18}")
 
@@ -42,13 +40,11 @@ def index_is_current(index: tuple[str | None, int], boot: str, seq: int) -> bool
     return given_seq == seq and (given_boot is None or given_boot == boot)
 
 
-def etag_matches(header: str | None, boot: str, seq: int) -> bool:
-    """RFC 9110 ``If-None-Match`` with the weak comparison: ``*``, or any listed tag, ``W/`` or not, equal to ours.
-
-    The tag is ``"<boot>-<seq>"``: a tag kept from another process (or an older ``"<seq>"`` one) never matches.
-    """
+def etag_matches(header: str | None, etag: str) -> bool:
+    """RFC 9110 ``If-None-Match`` with the weak comparison: ``*``, or any listed tag, ``W/`` or not, equal to
+    ``etag`` (``Published.etag``, ``W/"<boot>-<seq>"``): a tag kept from another process (or an older ``"<seq>"``
+    one) never matches."""
     if header is None:
         return False
-    ours = f'"{state_id(boot, seq)}"'
-    tags = [tag.strip() for tag in header.split(",")]
-    return any(tag == "*" or tag.removeprefix("W/") == ours for tag in tags)
+    ours = etag.removeprefix("W/")
+    return any(tag == "*" or tag.removeprefix("W/") == ours for tag in (t.strip() for t in header.split(",")))

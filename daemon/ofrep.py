@@ -30,6 +30,7 @@ from aiohttp import web
 
 from failsoft.daemon.api import RUNTIME, Runtime
 from failsoft.daemon.hub import Published
+from failsoft.daemon.identity import etag_matches
 from failsoft.policies.model import DepState
 
 PREFIX = "/ofrep/v1/evaluate/flags"
@@ -55,20 +56,6 @@ class BadRequest(Exception):
 def _answer(status: int, body: dict[str, Any], **headers: str) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type=JSON,
                         headers={"Cache-Control": "no-cache", **headers})
-
-
-def etag(pub: Published) -> str:
-    """The bulk answer's validator: weak, and carrying the boot and the seq, so it changes with every published
-    change and a tag from before a restart never matches."""
-    return f'W/"{pub.snapshot.boot}-{pub.snapshot.seq}"'
-
-
-def _etag_matches(header: str | None, tag: str) -> bool:
-    """RFC 9110 If-None-Match (weak comparison): ``*`` or a list of tags, any of which may carry ``W/``."""
-    if header is None:
-        return False
-    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
-    return "*" in tags or tag.removeprefix("W/") in tags
 
 
 # -- the request ------------------------------------------------------------------------------------------
@@ -193,8 +180,10 @@ async def evaluate_flags(request: web.Request) -> web.Response:
     pub = _evaluated(runtime)
     if pub is None:
         return _answer(503, {"errorCode": GENERAL, "errorDetails": _STARTING}, **{"Retry-After": "1"})
-    tag = etag(pub)
-    if _etag_matches(request.headers.get("If-None-Match"), tag):
+    # The published State's own validator: it changes with every published change, and one from before a restart
+    # never matches.
+    tag = pub.etag
+    if etag_matches(request.headers.get("If-None-Match"), tag):
         return web.Response(status=304, headers={"ETag": tag, "Cache-Control": "no-cache"})
     flags = [evaluate(pub, key) for key in flag_keys(runtime)]
     return _answer(200, {"flags": flags, "metadata": _metadata(pub)}, ETag=tag)

@@ -45,10 +45,10 @@ from faultservers import (
     silent_server,
     tls_server,
 )
-from support import IN_CI, SECRETS, DaemonProcess, wait_for
+from support import SECRETS, DaemonProcess, make_server, wait_for
 
 from failsoft.devtools.llmsim import ThreadedSimulator
-from failsoft.devtools.localservers import PostgresServer, RedisServer, ServerError, find_redis, free_port
+from failsoft.devtools.localservers import PostgresServer, RedisServer, find_redis, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -117,15 +117,7 @@ def watch_row(d: DaemonProcess, name: str, want: Expect, since: float, *, since_
 
 def local_server(kind: str) -> Any:
     """A local PostgreSQL or Redis (these rows need the process itself: its pid, its data directory)."""
-    try:
-        server: Any = PostgresServer() if kind == "postgres" else RedisServer()
-    except ServerError as exc:
-        if IN_CI:
-            pytest.fail(f"CI needs a real {kind} server: {exc}")
-        pytest.skip(f"no {kind} server available: {exc} (make test installs it)")
-    server.start()
-    SECRETS.add(server.password)
-    return server
+    return make_server(kind, local=True)
 
 
 # -------------------------------------------------------------------------------------------------------

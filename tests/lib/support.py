@@ -205,10 +205,11 @@ def _wait_tcp(port: int, timeout: float) -> None:
     wait_for(ok, timeout, what=f"port {port}")
 
 
-def make_server(kind: str) -> Any:
-    """A started postgres or redis server. A missing binary fails in CI and skips elsewhere."""
+def make_server(kind: str, *, local: bool = False) -> Any:
+    """A started postgres or redis server (``local``: always the local binary, for tests that need the process
+    itself: its pid, its data directory). A missing binary fails in CI and skips elsewhere."""
     try:
-        server: Any = DockerServer(kind) if docker_available() else (
+        server: Any = DockerServer(kind) if docker_available() and not local else (
             PostgresServer() if kind == "postgres" else RedisServer())
     except ServerError as exc:
         if IN_CI:
