@@ -8,8 +8,8 @@ import re
 from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 from aiohttp import web
+from support import until_async
 
 from failsoft.daemon.app import Daemon
 from failsoft.daemon.config import parse_config
@@ -37,13 +37,12 @@ async def running_daemon() -> AsyncIterator[tuple[Daemon, str]]:
     url = f"http://127.0.0.1:{daemon.port}"
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(500):
+
+            async def ready() -> bool:
                 async with session.get(url + "/readyz") as resp:
-                    if resp.status == 200:
-                        break
-                await asyncio.sleep(0.02)
-            else:
-                pytest.fail("the daemon did not become ready")
+                    return resp.status == 200
+
+            await until_async(ready, 10, "the daemon to become ready")
         yield daemon, url
     finally:
         await daemon.stop()
