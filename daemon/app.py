@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from failsoft.daemon.publish_redis import RedisPublisher
 from failsoft.daemon.report import Reports
 from failsoft.daemon.scheduler import DependencyScheduler
 from failsoft.daemon.state import ServiceState, run_owner
+from failsoft.policies.cadence import Wakeups
 from failsoft.policies.model import DependencyStatus
 from failsoft.probes import KINDS
 from failsoft.probes import http as http_probe
@@ -80,6 +82,8 @@ class Daemon:
         metrics = Metrics(config, hub, clock=clock)
         hub.add_listener(metrics.observe)
 
+        wakeups = Wakeups()  # steady probes of all dependencies start together: one wake-up, not one each
+
         def make_scheduler(name: str, report: Callable[[DependencyStatus], None]) -> DependencyScheduler:
             dep = config.dependencies[name]
             return DependencyScheduler(
@@ -89,6 +93,7 @@ class Daemon:
                 clock,
                 redact,
                 on_probe=metrics.on_probe,
+                wakeups=wakeups,
             )
 
         # Fleet mode: the fleet runs the shared dependencies' schedulers while this pod is their prober.
@@ -107,20 +112,18 @@ class Daemon:
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
                                handler_cancellation=True, **httpguard.HANDLER_LIMITS)
         await runner.setup()
+        if not config.http.cors_origins and runner.server is not None:
+            runner.server.request_handler = api.front(runtime, runner.server.request_handler)
         host, port = config.http.host, config.http.port
         try:
-            site = httpguard.GuardedSite(runner, host, port)  # capped below the descriptor limit
-            await site.start()
-        except OSError as exc:
-            # Nothing has started yet: release what was built so far and say what to do.
+            site = await _listen(runner, host, port)
+        except StartupError:
+            # Nothing has started yet: release what was built so far.
             await runner.cleanup()
             await metrics.aclose()
             if http_session is not None:
                 await http_session.close()
-            hint = "choose another port in http.listen, or 0 for a free one"
-            if exc.errno == errno.EADDRINUSE:
-                raise StartupError(f"http.listen {host}:{port}: the address is already in use ({hint})") from None
-            raise StartupError(f"http.listen {host}:{port}: cannot listen ({exc.strerror or exc})") from None
+            raise
         bound = _bound_port(runner) or port
         publisher = (RedisPublisher(config.publish, config.service, hub, metrics, clock)
                      if config.publish and fleet is None else None)  # in fleet mode the leader publishes
@@ -187,6 +190,19 @@ def _probe_factory(
     return make
 
 
+async def _listen(runner: web.AppRunner, host: str, port: int) -> httpguard.GuardedSite:
+    """Listen, capped below the descriptor limit; StartupError saying what to do when the address cannot be had."""
+    try:
+        site = httpguard.GuardedSite(runner, host, port)
+        await site.start()
+    except OSError as exc:
+        hint = "choose another port in http.listen, or 0 for a free one"
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(f"http.listen {host}:{port}: the address is already in use ({hint})") from None
+        raise StartupError(f"http.listen {host}:{port}: cannot listen ({exc.strerror or exc})") from None
+    return site
+
+
 def _bound_port(runner: web.AppRunner) -> int | None:
     for addr in runner.addresses:
         if isinstance(addr, tuple) and len(addr) >= 2:
@@ -207,6 +223,7 @@ async def serve(config: Config, *, ready: Callable[[Daemon], None] | None = None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     daemon = await Daemon.start(config)
+    gc.freeze()  # what startup built lives as long as the process: the collector need not scan it again
     if ready is not None:
         ready(daemon)
     try:

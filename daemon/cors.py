@@ -80,8 +80,7 @@ def install(app: web.Application, origins: tuple[str, ...]) -> None:
         asked = request.headers.get("Access-Control-Request-Method")
         if request.method != "OPTIONS" or asked is None:
             return await handler(request)
-        missing = getattr(request.match_info, "http_exception", None)
-        endpoint = isinstance(missing, web.HTTPMethodNotAllowed) and "GET" in missing.allowed_methods
+        endpoint = any(route.method == "GET" for route in request.match_info.route.resource or ())
         origin = request.headers.get("Origin")
         if origin not in allowed or not endpoint or not _readable(request, asked.upper()):
             why = ("this origin is not in http.cors_origins" if origin not in allowed

@@ -16,22 +16,23 @@ from aiohttp import web
 
 from failsoft.daemon.limits import HTTP_BODY_TIMEOUT
 
-_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})  # GET includes blocking queries and event streams: never cut
+NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})  # GET includes blocking queries and event streams: never cut
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def body_deadline(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Answer 408 with the error body when a POST, PUT, PATCH or DELETE is not handled within the deadline."""
-    if request.method in _NO_BODY:
-        return await handler(request)
-    try:
-        async with asyncio.timeout(HTTP_BODY_TIMEOUT):
-            return await handler(request)
-    except TimeoutError:
-        body = orjson.dumps({"error": {"code": "request_timeout", "message":
-                                       f"the request body did not arrive within {HTTP_BODY_TIMEOUT:g}s"}})
-        resp = web.Response(status=408, body=body, content_type="application/json")
-        resp.force_close()
-        return resp
+def bounded(handler: Handler) -> Handler:
+    """``handler`` (of a POST, PUT, PATCH or DELETE) answering 408 with the error body when it is not done within the
+    deadline."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        try:
+            async with asyncio.timeout(HTTP_BODY_TIMEOUT):
+                return await handler(request)
+        except TimeoutError:
+            body = orjson.dumps({"error": {"code": "request_timeout", "message":
+                                           f"the request body did not arrive within {HTTP_BODY_TIMEOUT:g}s"}})
+            resp = web.Response(status=408, body=body, content_type="application/json")
+            resp.force_close()
+            return resp
+
+    return answer

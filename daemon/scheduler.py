@@ -18,7 +18,7 @@ import structlog
 from failsoft.daemon.breaker import Breaker
 from failsoft.daemon.clock import Clock
 from failsoft.daemon.redact import Redactor
-from failsoft.policies.cadence import NEVER, Cadence, Flight, all_stuck, next_start
+from failsoft.policies.cadence import NEVER, Cadence, Flight, Wakeups, all_stuck, next_start
 from failsoft.policies.classify import error_text, exception_reason
 from failsoft.policies.model import BreakerState, DependencyStatus
 from failsoft.probes.base import Outcome, Probe, Verdict
@@ -56,6 +56,7 @@ class DependencyScheduler:
         redact: Redactor,
         *,
         on_probe: Callable[[str, Outcome, float], None] | None = None,
+        wakeups: Wakeups | None = None,
     ) -> None:
         self.breaker = breaker
         self.name = breaker.status.name
@@ -67,6 +68,7 @@ class DependencyScheduler:
         self._clock = clock
         self._redact = redact
         self._on_probe = on_probe
+        self._wakeups = wakeups or Wakeups()  # the daemon's, shared by its dependencies: steady probes start together
         s = breaker.settings
         self.cadence = Cadence.of(s.fast_interval, s.slow_threshold, s.unhealthy_threshold)
         # The plan for the next probe, which the app's reports may move too (reported_failure, reported_rate_limit).
@@ -95,6 +97,7 @@ class DependencyScheduler:
         self._due = clock.monotonic()
         newest = recorded = -math.inf  # starts of the newest probe launched and of the newest outcome recorded
         timeout = self.breaker.settings.timeout
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 self._wake.clear()
@@ -121,10 +124,14 @@ class DependencyScheduler:
                         newest, self._due = now, NEVER
                         self._launch(self._idle_probe(), now, self._collect(now))
                         continue
-                # asyncio.timeout: 3.11's wait_for can lose a cancellation
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(None if at == NEVER else max(0.0, at - now)):
-                        await self._wake.wait()
+                # Sleep until something happens (a result, a dropped connection, a report) or ``at``: a timer that
+                # sets the same event, not a timeout that cancels the wait (raising costs more than the probe).
+                timer = None if at == NEVER else loop.call_later(max(0.0, at - now), self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    if timer is not None:
+                        timer.cancel()
         finally:
             for task, attempt in list(self._attempts.items()):
                 task.cancel()
@@ -145,9 +152,17 @@ class DependencyScheduler:
                     self._on_probe(self.name, outcome, latency)
                 continue
             delay = self._record(outcome, latency)
-            self._due = newest + delay
+            self._due = self._plan(newest, delay)
             self._not_before = self._clock.monotonic() + (outcome.retry_after or 0.0)
         return recorded
+
+    def _plan(self, start: float, delay: float) -> float:
+        """When the next probe is due: ``delay`` after ``start``, or, for a steady dependency, a start another
+        dependency planned inside the same window (``Wakeups``)."""
+        window = self.breaker.window
+        if window is None:
+            return start + delay
+        return self._wakeups.join(self._clock.monotonic(), start + window[0], start + window[1], start + delay)
 
     def reported_failure(self, reason: str, error: str) -> bool:
         """The app's reports tripped the outlier detector: open the breaker, tell the owner, re-plan the next probe

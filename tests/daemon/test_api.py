@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+from aiohttp.web import BaseRequest, Response, StreamResponse
 
-from failsoft.daemon.api import Runtime, build_app
+from failsoft.daemon.api import Runtime, build_app, front
 from failsoft.daemon.clock import ManualClock
 from failsoft.daemon.config import parse_config
 from failsoft.daemon.hub import Hub
@@ -70,16 +71,49 @@ class Api:
         self.feed(status("cache"))
 
 
-@pytest.fixture
-async def api() -> AsyncIterator[Api]:
-    """The HTTP API on a free loopback port, with the unknown State published as at start-up."""
+@pytest.fixture(params=["routed", "front"])
+async def api(request: pytest.FixtureRequest) -> AsyncIterator[Api]:
+    """The HTTP API on a free loopback port, with the unknown State published as at start-up: every test runs
+    against the routed app alone, and with ``front`` (the daemon's server handler, answering a plain
+    ``GET /service-level`` before routing), which must answer exactly alike."""
     config = parse_config(CONFIG, {})
     hub = WatchedHub()
     state = ServiceState(config, ManualClock())
     hub.publish(state.snapshot(), [])
     runtime = Runtime(config=config, hub=hub, inbox=asyncio.Queue())
-    async with TestServer(build_app(runtime), host="127.0.0.1", port=0) as server, TestClient(server) as client:
-        yield Api(client, state, hub, runtime)
+    async with TestServer(build_app(runtime), host="127.0.0.1", port=0) as server:
+        if request.param == "front":
+            assert server.runner is not None and server.runner.server is not None
+            routed = server.runner.server.request_handler
+            server.runner.server.request_handler = front(runtime, routed)
+        async with TestClient(server) as client:
+            yield Api(client, state, hub, runtime)
+
+
+async def test_front_answers_a_plain_read_itself_and_routes_everything_else() -> None:
+    """``front`` takes exactly ``GET``/``HEAD /service-level`` without a query; any other request reaches the
+    routed app, which gives the same answer for the same State."""
+    config = parse_config(CONFIG, {})
+    hub = Hub()
+    hub.publish(ServiceState(config, ManualClock()).snapshot(), [])
+    runtime = Runtime(config=config, hub=hub, inbox=asyncio.Queue())
+    routed_paths: list[str] = []
+
+    async def routed(request: BaseRequest) -> StreamResponse:
+        routed_paths.append(f"{request.method} {request.raw_path}")
+        return Response(status=299)
+
+    handle = front(runtime, routed)
+    for method, path in [("GET", "/service-level"), ("HEAD", "/service-level")]:
+        resp = await handle(make_mocked_request(method, path))
+        assert resp.status == 503  # the State before any level: the plain read's answer, not the router's 299
+        assert isinstance(resp, Response) and resp.body == hub.current.body  # type: ignore[union-attr]
+        assert resp.headers["X-Failsoft-Index"] == "0"
+    for method, path in [("GET", "/service-level?index=0"), ("POST", "/service-level"), ("GET", "/healthz"),
+                         ("GET", "/service-level/events"), ("GET", "/Service-Level")]:
+        assert (await handle(make_mocked_request(method, path))).status == 299
+    assert routed_paths == ["GET /service-level?index=0", "POST /service-level", "GET /healthz",
+                            "GET /service-level/events", "GET /Service-Level"]
 
 
 def assert_error(body: Any, code: str | None = None) -> None:

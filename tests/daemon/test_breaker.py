@@ -392,3 +392,26 @@ def test_after_a_proven_crash_recovery_needs_healthy_threshold_successes() -> No
     assert h.state == (DepState.DOWN, HALF_OPEN)
     h.feed(OK)
     assert h.state == (DepState.HEALTHY, CLOSED)
+
+
+def test_a_steady_dependency_may_start_its_next_probe_anywhere_in_the_interval_plus_jitter() -> None:
+    """``window``: [interval, interval x (1 + jitter)] after a healthy or degraded answer of a closed breaker, and
+    the delay drawn lies in it; none while confirming a failure, backing off, or held by a rate limit."""
+    h = Harness()
+    delay = h.feed(OK)
+    assert h.breaker.window == (1.0, 1.0 * 1.1)
+    assert 1.0 <= delay <= 1.1
+    h.feed(OK, latency=0.4)  # slow: degraded, still steady
+    assert h.breaker.window == (1.0, 1.1)
+    h.feed(FAIL)
+    assert h.breaker.window is None  # confirming at fast_interval: exactly then
+    h.feed(FAIL)
+    h.feed(FAIL)
+    assert h.state == (DepState.DOWN, OPEN)
+    assert h.breaker.window is None  # backing off
+    h.feed(OK)
+    h.feed(OK)
+    assert h.state == (DepState.HEALTHY, CLOSED)
+    assert h.breaker.window == (1.0, 1.1)
+    h.feed(Outcome(Verdict.DEGRADED, "rate_limited", "HTTP 429", retry_after=42.0))
+    assert h.breaker.window is None  # not before retry_after: the delay is meant as is

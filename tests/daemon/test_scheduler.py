@@ -21,6 +21,7 @@ from failsoft.daemon.clock import SystemClock
 from failsoft.daemon.config import Backoff, ProbeSettings
 from failsoft.daemon.redact import Redactor
 from failsoft.daemon.scheduler import DependencyScheduler
+from failsoft.policies.cadence import Wakeups
 from failsoft.policies.model import DependencyStatus, DepState
 from failsoft.probes.base import OK, Outcome, ProbeFailure, Verdict
 
@@ -473,3 +474,34 @@ async def test_a_crash_is_down_on_the_first_refused_reprobe() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert (reports[1].state, reports[1].reason, probe.calls) == (DepState.DOWN, "connection_refused", 2)
+
+
+async def test_steady_probes_of_dependencies_sharing_wakeups_start_together() -> None:
+    """Timer coalescing (``policies.cadence.Wakeups``): each healthy dependency may start anywhere in its window
+    (interval 50 ms, jitter 100 %: a 50 ms window), and with the daemon's shared plan they start at the very same
+    planned times, so the event loop wakes once for all of them. Apart, they would start at independent random
+    points of their windows."""
+    settings = ProbeSettings(timeout=TIMEOUT, interval=0.05, jitter=1.0)
+    wakeups = Wakeups()
+    probes: list[ScriptedProbe] = []
+    schedulers = []
+    for name in ("a", "b", "c"):
+        def factory(wake: Callable[[], None]) -> ScriptedProbe:
+            probes.append(ScriptedProbe(lambda _: OK, wake))
+            return probes[-1]
+
+        schedulers.append(DependencyScheduler(Breaker(name, "tcp", settings), factory, lambda _: None, SystemClock(),
+                                              Redactor(), wakeups=wakeups))
+    tasks = [asyncio.create_task(s.run()) for s in schedulers]
+    try:
+        await until(lambda: all(p.calls >= 8 for p in probes), 10)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    first = probes[0].check_times
+    for probe in probes[1:]:
+        # Every start after the first (the first probes start when the schedulers do) is one of a's starts: the
+        # same planned time, fired by the same loop iteration (a few ms apart at most on a loaded machine).
+        for t in probe.check_times[1:7]:
+            assert min(abs(t - u) for u in first) < 0.005, (t, first)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from failsoft.policies.cadence import NEVER, Cadence, Flight, all_stuck, next_start
+from failsoft.policies.cadence import NEVER, Cadence, Flight, Wakeups, all_stuck, next_start
 
 C = Cadence.of(fast_interval=0.25, slow_threshold=0.25, unhealthy_threshold=3)
 
@@ -64,3 +64,34 @@ def test_never_beyond_the_cap_and_never_before_not_before(
         assert at == NEVER
     else:
         assert at >= not_before
+
+
+def test_a_steady_probe_joins_a_start_planned_inside_its_window() -> None:
+    """Timer coalescing: the first dependency keeps its own random point; the next ones whose window holds it
+    start then too, and one whose window does not keeps its own."""
+    w = Wakeups()
+    assert w.join(now=0.0, lo=1.0, hi=1.1, own=1.07) == 1.07
+    assert w.join(now=0.0, lo=1.02, hi=1.12, own=1.11) == 1.07
+    assert w.join(now=0.0, lo=0.9, hi=1.0, own=0.95) == 0.95
+    assert w.join(now=0.0, lo=0.9, hi=1.08, own=1.0) == 0.95  # the earliest one planned in the window
+
+
+def test_a_start_in_the_past_is_never_joined() -> None:
+    """What is planned before ``now`` has happened: nobody can start then any more."""
+    w = Wakeups()
+    assert w.join(now=0.0, lo=1.0, hi=1.1, own=1.05) == 1.05
+    assert w.join(now=1.06, lo=1.0, hi=2.0, own=1.5) == 1.5
+
+
+@given(windows=st.lists(st.tuples(st.floats(0, 100), st.floats(0, 5), st.floats(0, 1)), max_size=40))
+def test_every_start_is_inside_its_own_window(windows: list[tuple[float, float, float]]) -> None:
+    """Whatever was planned before, a dependency's start is within [lo, hi], and the plans stay bounded by the
+    starts still ahead."""
+    w = Wakeups()
+    now = 0.0
+    for step, width, where in windows:
+        now += step / 10
+        lo, hi = now + step, now + step + width
+        at = w.join(now, lo, hi, lo + where * width)
+        assert lo <= at <= hi
+    assert len(w._planned) <= len(windows)
