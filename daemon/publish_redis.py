@@ -2,7 +2,8 @@
 
 A hub listener (synchronous, O(events)) only records the newest State and queues the events; one background task
 does all the IO on its own client (never the probe's), with no client-side retries and short socket timeouts. Each
-write is one MULTI/EXEC: ``SET P:S:state`` with the newest State, then ``PUBLISH`` and ``XADD`` per event, so the
+write is one MULTI/EXEC (on a connection of its own, sent whole before a reply is read):
+``SET P:S:state`` with the newest State, then ``PUBLISH`` and ``XADD`` per event, so the
 key, the channel and the stream move together and in seq order.
 
 Delivery around an outage:
@@ -25,12 +26,15 @@ import asyncio
 import contextlib
 import random
 from collections import deque
+from typing import Any
 
 import orjson
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection as Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 
 from failsoft.daemon.clock import Clock, SystemClock, iso
 from failsoft.daemon.config import PublishSettings
@@ -75,6 +79,7 @@ class RedisPublisher:
         self._closed = False  # set by aclose: the writer loop ends even if a library swallowed the cancellation
         self._task: asyncio.Task[None] | None = None
         self._client: Redis | None = None
+        self._conn: Connection | None = None  # the publisher's own connection (``_transaction``)
 
     # -- the hub side: synchronous, never blocks, never raises into the state owner ------------------------
 
@@ -115,6 +120,8 @@ class RedisPublisher:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._write(), CLOSE_FLUSH)
         with contextlib.suppress(Exception):
+            if self._conn is not None:
+                await asyncio.wait_for(self._conn.disconnect(), CLOSE_FLUSH)
             await asyncio.wait_for(self._client.aclose(), CLOSE_FLUSH)
 
     # -- the writer task -------------------------------------------------------------------------------------
@@ -160,18 +167,14 @@ class RedisPublisher:
         latest = self._latest
         batch = [self._backlog[i] for i in range(min(BATCH, len(self._backlog)))]
         resync = self._resync and len(batch) == len(self._backlog)
-        pipe = self._client.pipeline(transaction=True)
-        pipe.exists(self.key)
-        pipe.set(self.key, latest.body, px=self._ttl_ms)
-        for event in batch:
-            pipe.publish(self.channel, event.body)
-            pipe.xadd(self.stream, {"event": event.body}, maxlen=STREAM_MAXLEN, approximate=True)
-        if resync:
-            body = self._resync_body(latest)
-            pipe.publish(self.channel, body)
-            pipe.xadd(self.stream, {"event": body}, maxlen=STREAM_MAXLEN, approximate=True)
-        pipe.client_id()
-        replies = await pipe.execute()
+        commands: list[tuple[str | int | bytes, ...]] = [
+            ("EXISTS", self.key), ("SET", self.key, latest.body, "PX", self._ttl_ms)]
+        bodies = [e.body for e in batch] + ([self._resync_body(latest)] if resync else [])
+        for body in bodies:
+            commands.append(("PUBLISH", self.channel, body))
+            commands.append(("XADD", self.stream, "MAXLEN", "~", STREAM_MAXLEN, "*", "event", body))
+        commands.append(("CLIENT", "ID"))
+        replies = await self._transaction(commands)
         # Only now, and by seq (the listener may have trimmed the backlog meanwhile): a batch whose EXEC failed
         # stays queued and is sent again.
         while batch and self._backlog and self._backlog[0].seq <= batch[-1].seq:
@@ -180,6 +183,29 @@ class RedisPublisher:
             self._resync = False
             log.info("publish_resync", seq=latest.seq, service_level=latest.snapshot.level)
         self._succeeded(existed=bool(replies[0]), client_id=int(replies[-1]))
+
+    async def _transaction(self, commands: list[tuple[str | int | bytes, ...]]) -> list[Any]:
+        """``commands`` in one MULTI/EXEC on the publisher's own connection; EXEC's replies.
+
+        The connection is held, not taken from the pool per write, and the whole transaction is packed and sent
+        before any reply is read: a change reaches Redis's subscribers ~0.2 ms sooner than through redis-py's
+        pipeline (which takes a connection, checks it can read, then builds the transaction). Any error drops the
+        connection (a half-read reply must not be read as the next one's) and is raised for ``_failed``.
+        """
+        assert self._client is not None
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(conn.pack_commands([("MULTI",), *commands, ("EXEC",)]), check_health=False)
+            for _ in range(len(commands) + 1):  # +OK for MULTI, then +QUEUED for each command
+                await conn.read_response()
+            return _exec_replies(await conn.read_response())
+        except BaseException:
+            self._conn = None
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            raise
 
     def _resync_body(self, latest: Published) -> bytes:
         snap = latest.snapshot
@@ -210,6 +236,16 @@ class RedisPublisher:
         if self._failing:
             self._failing = False
             log.info("publish_resumed", sink=SINK, seq=self._latest.seq if self._latest else None)
+
+
+def _exec_replies(replies: Any) -> list[Any]:
+    """EXEC's replies; ResponseError when the transaction or one of its commands failed."""
+    if not isinstance(replies, list):
+        raise ResponseError(f"EXEC answered {replies!r}")
+    for reply in replies:
+        if isinstance(reply, Exception):  # an error of one command inside the transaction
+            raise reply
+    return replies
 
 
 def _client(url: str) -> Redis:

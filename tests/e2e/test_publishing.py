@@ -328,6 +328,29 @@ async def test_publisher_keeps_key_channel_and_stream_in_step(redis_server: Any)
     await until(lambda: not r.exists(pub.key), within=5, what="the key to expire")
 
 
+async def test_a_command_failing_inside_the_transaction_is_a_failure_and_nothing_is_lost(redis_server: Any) -> None:
+    """Someone made the stream key a string: XADD fails inside EXEC (WRONGTYPE). That is a counted failure with one
+    warning, the events stay queued and are retried; once the key is removed they are all published, then a
+    resync. The connection is not left half-read: the next write reads its own replies."""
+    r = redis.Redis.from_url(redis_server.url)
+    async with publisher(redis_server.url) as (pub, owner, metrics):
+        await until(lambda: r.exists(pub.key), what="the state key")
+        published = owner.state.seq
+        r.delete(pub.stream)
+        r.set(pub.stream, b"not a stream")
+        owner.flip()
+        owner.flip()
+        await until(lambda: metrics.failed, what="the failed transaction to be counted")
+        assert r.type(pub.stream) == b"string"
+        r.delete(pub.stream)
+        current = owner.hub.current
+        assert current is not None
+        events = await until(lambda: (e := stream_events(r, pub.stream)) and e[-1]["type"] == "resync" and e,
+                             what="the queued events, then the resync")
+        assert [e["seq"] for e in events[:-1]] == list(range(published + 1, current.seq + 1))
+        assert r.get(pub.key) == current.body
+
+
 async def test_publisher_survives_an_outage_and_resyncs(own_redis: Any) -> None:
     """Redis killed: the hub never waits, the failure is a metric and one log line, events are kept; Redis back:
     every event (the ones made while it was away included) is published in order, then one ``resync``."""
