@@ -18,13 +18,14 @@ import structlog
 
 from failsoft.daemon.clock import Clock, iso
 from failsoft.daemon.config import Config
+from failsoft.daemon.logs import Holdable
 from failsoft.policies.failover import FailoverMachine
 from failsoft.policies.grace import StartupGrace
 from failsoft.policies.machine import LevelMachine
 from failsoft.policies.model import BreakerState, DependencyStatus, DepState
 from failsoft.policies.rules import Evaluation, evaluate
 
-log = structlog.get_logger("failsoft.state")
+log = Holdable(structlog.get_logger("failsoft.state"))
 
 UNKNOWN = "unknown"
 # The major version of docs/schema (State and events). Within it fields are only added; see docs/releases.md.
@@ -371,22 +372,26 @@ async def run_owner(
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, wake - now)):
                 msg = await inbox.get()
-        if isinstance(msg, DependencyStatus):
-            events = state.update(msg)
-        elif isinstance(msg, OverrideCommand):
-            if msg.level:
-                events = state.set_override(msg.level, msg.ttl, msg.reason)
+        # The lines this change logs are written once it is published and the readers' tasks (the Redis writer)
+        # have had their turn: a level reaches the apps first.
+        with log.held():
+            if isinstance(msg, DependencyStatus):
+                events = state.update(msg)
+            elif isinstance(msg, OverrideCommand):
+                if msg.level:
+                    events = state.set_override(msg.level, msg.ttl, msg.reason)
+                else:
+                    events = state.clear_override("deleted")
+                if msg.done is not None and not msg.done.done():
+                    msg.done.set_result(events)
             else:
-                events = state.clear_override("deleted")
-            if msg.done is not None and not msg.done.done():
-                msg.done.set_result(events)
-        else:
-            events = state.tick()
-        refreshed = clock.monotonic() >= next_refresh
-        if refreshed:
-            next_refresh = clock.monotonic() + refresh
-        # A probe result that changed nothing a reader acts on (its latency only) is not serialised again: the
-        # State is built and serialised once per change, and once per refresh so that valid_until moves.
-        if events or state.changed or refreshed or msg is None or isinstance(msg, OverrideCommand):
-            hub.publish(state.snapshot(), events)
+                events = state.tick()
+            refreshed = clock.monotonic() >= next_refresh
+            if refreshed:
+                next_refresh = clock.monotonic() + refresh
+            # A probe result that changed nothing a reader acts on (its latency only) is not serialised again: the
+            # State is built and serialised once per change, and once per refresh so that valid_until moves.
+            if events or state.changed or refreshed or msg is None or isinstance(msg, OverrideCommand):
+                hub.publish(state.snapshot(), events)
+                await asyncio.sleep(0)
 

@@ -60,6 +60,27 @@ def test_json_lines_carry_event_level_logger_time_and_fields(capture: Callable[.
     assert (line["dependency"], line["consecutive_failures"]) == ("db", 3)
 
 
+def test_held_lines_are_written_when_the_block_ends_in_order_and_redacted(capture: Callable[..., io.StringIO]) -> None:
+    """``Holdable.held`` (the state owner publishes a change before it logs it): nothing is written inside the block,
+    everything after it, in the order logged, through the same pipeline (level filter and redaction included);
+    outside a block a line is written at once. A block that raises still writes its lines."""
+    buf = capture()
+    log = logs.Holdable(structlog.get_logger("failsoft.state"))
+    with log.held():
+        log.warning("override_set", service_level="cache_only", reason=f"from {DSN}")
+        log.debug("hidden", n=1)
+        log.info("level_changed", service_level="cache_only")
+        assert buf.getvalue() == ""
+    assert [(e["event"], e["level"]) for e in lines(buf)] == [("override_set", "warning"), ("level_changed", "info")]
+    assert SECRET not in buf.getvalue()
+    log.error("now", n=2)
+    assert lines(buf)[-1]["event"] == "now"
+    with pytest.raises(RuntimeError), log.held():
+        log.info("before_the_crash")
+        raise RuntimeError("boom")
+    assert lines(buf)[-1]["event"] == "before_the_crash"
+
+
 def test_a_logger_made_before_configure_uses_the_configuration_and_is_cached(
     capture: Callable[..., io.StringIO],
 ) -> None:
