@@ -35,6 +35,7 @@ from redis.asyncio.connection import AbstractConnection as Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from failsoft.daemon.clock import Clock, SystemClock, iso
 from failsoft.daemon.config import PublishSettings
@@ -187,24 +188,31 @@ class RedisPublisher:
     async def _transaction(self, commands: list[tuple[str | int | bytes, ...]]) -> list[Any]:
         """``commands`` in one MULTI/EXEC on the publisher's own connection; EXEC's replies.
 
-        The connection is held, not taken from the pool per write, and the whole transaction is packed and sent
-        before any reply is read: a change reaches Redis's subscribers ~0.2 ms sooner than through redis-py's
-        pipeline (which takes a connection, checks it can read, then builds the transaction). Any error drops the
-        connection (a half-read reply must not be read as the next one's) and is raised for ``_failed``.
+        The connection is held, not taken from the pool per write, and the transaction is written to the socket
+        in this very step, before any reply is read: a change reaches Redis's subscribers ~0.5 ms sooner than
+        through redis-py's pipeline, which takes a connection, checks it can read, and, with a socket timeout,
+        writes from a task of its own a loop iteration later. One deadline bounds the whole exchange instead. Any
+        error drops the connection (a half-read reply must not be read as the next one's) and is raised for
+        ``_failed``.
         """
         assert self._client is not None
         conn = self._conn
         if conn is None:
-            conn = self._conn = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+            pool = self._client.connection_pool
+            conn = self._conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
         try:
-            await conn.send_packed_command(conn.pack_commands([("MULTI",), *commands, ("EXEC",)]), check_health=False)
-            for _ in range(len(commands) + 1):  # +OK for MULTI, then +QUEUED for each command
-                await conn.read_response()
-            return _exec_replies(await conn.read_response())
-        except BaseException:
+            async with asyncio.timeout(SOCKET_TIMEOUT):
+                await conn.send_packed_command(conn.pack_commands([("MULTI",), *commands, ("EXEC",)]),
+                                               check_health=False)
+                for _ in range(len(commands) + 1):  # +OK for MULTI, then +QUEUED for each command
+                    await conn.read_response()
+                return _exec_replies(await conn.read_response())
+        except BaseException as exc:
             self._conn = None
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
+            if isinstance(exc, TimeoutError):
+                raise RedisTimeoutError(f"no answer from Redis within {SOCKET_TIMEOUT:g}s") from None
             raise
 
     def _resync_body(self, latest: Published) -> bytes:
