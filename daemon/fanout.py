@@ -21,7 +21,7 @@ import contextlib
 import socket
 from collections.abc import Callable
 
-from failsoft.daemon.hub import PublishedEvent
+from failsoft.daemon.hub import Batch
 
 SEND_BUFFER = 16 * 1024  # bytes asked for with SO_SNDBUF (the kernel reserves twice this)
 WRITE_BUFFER_LIMIT = 64 * 1024  # bytes queued in user space for one reader before it is dropped
@@ -35,19 +35,23 @@ def bound_send_buffer(transport: asyncio.BaseTransport | None) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
 
-def direct_writer(transport: asyncio.Transport, floor: int, chunked: bool) -> Callable[[PublishedEvent], bool]:
-    """A ``Subscription.deliver_directly`` callback writing events above ``floor`` to ``transport``.
+def direct_writer(transport: asyncio.Transport, floor: int, chunked: bool) -> Callable[[Batch], bool]:
+    """A ``Subscription.deliver_directly`` callback writing the events above ``floor`` to ``transport``.
 
-    ``chunked``: the response uses chunked transfer encoding (HTTP/1.1), so each event is written as one chunk,
-    exactly as aiohttp's own writes on the same transport are. It returns False when the reader is too far
-    behind (``WRITE_BUFFER_LIMIT``), and True otherwise, also once the connection is closing (its stream ends).
+    ``chunked``: the response uses chunked transfer encoding (HTTP/1.1), so each event is one chunk, exactly as
+    aiohttp's own writes on the same transport are. The events of one publish go out in one write (the bytes are
+    joined once for all readers, ``Batch``). It returns False when the reader is too far behind
+    (``WRITE_BUFFER_LIMIT``), and True otherwise, also once the connection is closing (its stream ends).
     """
-    def deliver(event: PublishedEvent) -> bool:
-        if event.seq <= floor or transport.is_closing():
+    def deliver(batch: Batch) -> bool:
+        if transport.is_closing():
             return True
         if transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
             return False
-        transport.write(event.chunk if chunked else event.frame)
+        if batch.events[0].seq > floor:
+            transport.write(batch.chunks if chunked else batch.frames)
+        elif fresh := [e.chunk if chunked else e.frame for e in batch.events if e.seq > floor]:
+            transport.write(b"".join(fresh))
         return True
 
     return deliver

@@ -82,6 +82,20 @@ class PublishedEvent:
         object.__setattr__(self, "chunk", b"%x\r\n%s\r\n" % (len(frame), frame))
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The events of one publish, with their SSE messages joined once for every reader: a change that makes two
+    events (an override and the level it sets) is one socket write per reader, not two."""
+
+    events: tuple[PublishedEvent, ...]
+    frames: bytes = field(init=False, repr=False, compare=False)
+    chunks: bytes = field(init=False, repr=False, compare=False)  # ``frames`` as HTTP/1.1 chunks, one per event
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frames", b"".join(e.frame for e in self.events))
+        object.__setattr__(self, "chunks", b"".join(e.chunk for e in self.events))
+
+
 class Subscription:
     """A reader of events with a bounded queue; a reader that falls too far behind is cut off.
 
@@ -96,22 +110,24 @@ class Subscription:
         self.closed = False
         self._on_overflow = on_overflow
         self._waiter: asyncio.Future[None] | None = None
-        self._direct: Callable[[PublishedEvent], bool] | None = None
+        self._direct: Callable[[Batch], bool] | None = None
 
-    def offer(self, event: PublishedEvent) -> None:
-        """Queue ``event`` (or hand it straight to the reader, see ``deliver_directly``), or mark the subscription
-        overflowed (its reader then drops the connection)."""
+    def offer(self, batch: Batch) -> None:
+        """Queue the events of ``batch`` (or hand them straight to the reader, see ``deliver_directly``), or mark
+        the subscription overflowed (its reader then drops the connection)."""
         if self._direct is not None:
-            if not self._direct(event):
+            if not self._direct(batch):
                 self.overflow()
             return
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self.overflow()
+        for event in batch.events:
+            try:
+                self.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                self.overflow()
+                break
         self._wake()
 
-    def deliver_directly(self, deliver: Callable[[PublishedEvent], bool]) -> None:
+    def deliver_directly(self, deliver: Callable[[Batch], bool]) -> None:
         """From now on, hand each event to ``deliver`` at once, in the publisher's call, instead of queueing it
         for the reader's task to wake up for: a thousand streams then cost a thousand socket writes per event,
         not a thousand task switches too. ``deliver`` returns False when the reader has fallen too far behind."""
@@ -184,9 +200,10 @@ class Hub:
             pe = PublishedEvent(e.seq, e.type, data, orjson.dumps(data))
             self.ring.append(pe)
             out.append(pe)
-        for sub in list(self._subscriptions):
-            for pe in out:
-                sub.offer(pe)
+        if out:
+            batch = Batch(tuple(out))
+            for sub in list(self._subscriptions):
+                sub.offer(batch)
         for listener in self._listeners:
             listener(self.current, out)
         if snapshot.seq != prev_seq and not self._changed.done():
