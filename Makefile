@@ -53,9 +53,17 @@ lint: $(STAMP)  ## ruff and mypy --strict
 	$(PY) -m ruff check failsoft daemon probes policies tests
 	$(PY) -m mypy
 
-bench: $(STAMP) servers  ## measure probe, publish and HTTP costs; prints a table
+# What a deployment installs (`pip install 'failsoft[daemon]'`, no test tools): the idle bench measures its memory
+# too, since test-only packages (rich, which structlog imports when present) add ~3 MiB to the test venv's daemon.
+PROD_VENV := .bench/venv-daemon
+$(PROD_VENV)/.installed: pyproject.toml
+	@test -x $(PROD_VENV)/bin/python || $(PYTHON) -m venv $(PROD_VENV)
+	$(PROD_VENV)/bin/python -m pip install -q -e '.[daemon]'
+	@touch $@
+
+bench: $(STAMP) servers $(PROD_VENV)/.installed  ## measure probe, publish and HTTP costs; prints a table
 	@.ci/ensure-tools .ci/bench-tools.txt
-	$(PY) tests/bench/run.py
+	BENCH_DAEMON_PYTHON=$(PROD_VENV)/bin/python $(PY) tests/bench/run.py
 
 release: $(STAMP)  ## sdist, wheel, CycloneDX SBOM and SHA256SUMS in dist/, version from the git tag (docs/releases.md)
 	$(PY) -m pip install -q -e '.[dev]'

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,22 +30,31 @@ def ten_dependencies(pg: PostgresServer, rd: RedisServer) -> str:
 
 
 def bench_idle(rows: Rows, quick: bool) -> None:
-    """Idle CPU and RSS on asyncio's loop and on uvloop (when installed), on the same local servers."""
+    """Idle CPU and RSS on asyncio's loop and on uvloop (when installed), on the same local servers; and, when
+    ``make bench`` built it (``BENCH_DAEMON_PYTHON``), from an install of ``failsoft[daemon]`` alone, as deployed."""
     import importlib.util
 
     loops = ["asyncio", "uvloop"] if importlib.util.find_spec("uvloop") else ["asyncio"]
+    deployed = os.environ.get("BENCH_DAEMON_PYTHON", "")
     with PostgresServer() as pg, RedisServer() as rd:
         for loop in loops:
             _idle(rows, quick, pg, rd, loop)
+        if deployed and Path(deployed).exists():
+            _idle(rows, quick, pg, rd, "asyncio", python=deployed, what="asyncio, failsoft[daemon] alone")
+        else:
+            rows.skip("idle, failsoft[daemon] alone", "no such install (make bench builds one in .bench/)")
 
 
-def _idle(rows: Rows, quick: bool, pg: PostgresServer, rd: RedisServer, loop: str) -> None:
+def _idle(rows: Rows, quick: bool, pg: PostgresServer, rd: RedisServer, loop: str, *,
+          python: str = sys.executable, what: str = "") -> None:
     """CPU % of one core over a quiet window (after a warm-up), and RSS, for 10 dependencies at 1 Hz."""
     from support import DaemonProcess
 
+    what = what or loop
     window = 20 if quick else 60
     tmp = Path(tempfile.mkdtemp(prefix="failsoft-bench-idle-"))
-    d = DaemonProcess(CONFIG.format(deps=ten_dependencies(pg, rd)), tmp, env={"FAILSOFT_EVENT_LOOP": loop}).start()
+    d = DaemonProcess(CONFIG.format(deps=ten_dependencies(pg, rd)), tmp, env={"FAILSOFT_EVENT_LOOP": loop},
+                      python=python).start()
     try:
         assert d.proc is not None
         time.sleep(3)  # connections made, the first probes done
@@ -53,6 +64,7 @@ def _idle(rows: Rows, quick: bool, pg: PostgresServer, rd: RedisServer, loop: st
         rss = rss_kib(d.proc.pid) / 1024
     finally:
         d.stop()
-    rows.add(Figure(f"idle CPU, 10 dependencies at 1 Hz ({loop})", cpu, "%", samples=[cpu], key=f"idle.cpu.{loop}",
+    key = loop if python == sys.executable else f"{loop}.deployed"
+    rows.add(Figure(f"idle CPU, 10 dependencies at 1 Hz ({what})", cpu, "%", samples=[cpu], key=f"idle.cpu.{key}",
                     note=f"{window}s window, % of one core"))
-    rows.add(Figure(f"idle RSS, 10 dependencies ({loop})", rss, "MiB", samples=[rss], key=f"idle.rss.{loop}"))
+    rows.add(Figure(f"idle RSS, 10 dependencies ({what})", rss, "MiB", samples=[rss], key=f"idle.rss.{key}"))

@@ -227,7 +227,9 @@ def make_server(kind: str, *, local: bool = False) -> Any:
 class DaemonProcess:
     """``failsoft run`` in a subprocess with a config written by the test; port 0, found from its log."""
 
-    def __init__(self, config_text: str, tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config_text: str, tmp: Path, env: dict[str, str] | None = None,
+                 python: str = sys.executable) -> None:
+        self.python = python  # another environment's interpreter (the bench's production-like install)
         self.config_path = tmp / "failsoft.yaml"
         self.config_path.write_text(config_text)
         self.log_path = LOG_DIR / f"daemon-{os.getpid()}-{time.monotonic_ns()}.log"
@@ -239,7 +241,7 @@ class DaemonProcess:
         """Start and wait until it listens (and, by default, until /readyz answers 200)."""
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "failsoft", "run", "--config", str(self.config_path)],
+                [self.python, "-m", "failsoft", "run", "--config", str(self.config_path)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
             )
         port = wait_for(self._listening_port, 20, what="the daemon to log 'listening'")
