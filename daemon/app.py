@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import gc
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -223,7 +222,6 @@ async def serve(config: Config, *, ready: Callable[[Daemon], None] | None = None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     daemon = await Daemon.start(config)
-    gc.freeze()  # what startup built lives as long as the process: the collector need not scan it again
     if ready is not None:
         ready(daemon)
     try:
