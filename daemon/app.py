@@ -78,10 +78,9 @@ class Daemon:
         redact = config.redactor()
         uses_http = any(d.kind in ("http", "llm") for d in config.dependencies.values())
         http_session = http_probe.client_session() if uses_http else None  # one pool for the HTTP-based probes
-        metrics = Metrics(config, hub, clock=clock)
-        hub.add_listener(metrics.observe)
-
         wakeups = Wakeups()  # steady probes of all dependencies start together: one wake-up, not one each
+        metrics = Metrics(config, hub, clock=clock, wakeups=wakeups)
+        hub.add_listener(metrics.observe)
 
         def make_scheduler(name: str, report: Callable[[DependencyStatus], None]) -> DependencyScheduler:
             dep = config.dependencies[name]

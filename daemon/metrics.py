@@ -33,6 +33,7 @@ from failsoft.daemon.breaker import TRANSITIONS
 from failsoft.daemon.clock import Clock, SystemClock
 from failsoft.daemon.config import Config
 from failsoft.daemon.hub import Hub, Published, PublishedEvent
+from failsoft.policies.cadence import Wakeups
 from failsoft.policies.model import BreakerState, DependencyStatus, DepState
 from failsoft.probes.base import Outcome, Verdict
 
@@ -54,8 +55,8 @@ PROBE_OUTCOMES = ("success", "slow", "rate_limited", "degraded", "timeout", "fai
 _FATAL_REASONS = frozenset({"auth", "quota_exhausted", "misconfigured"})
 REPORT_OUTCOMES = ("success", "failure", "rate_limited")  # outcome labels of failsoft_reports_total (daemon.report)
 
-LAG_INTERVAL = 0.5  # seconds between event-loop lag samples
-LAG_WINDOW = 20  # samples kept: the lag gauge shows the worst of the last ~10 s, so a scrape sees short stalls
+LAG_INTERVAL = 0.5  # seconds between event-loop lag samples, or at the next probe start (see _sample_lag)
+LAG_WINDOW = 10  # samples kept: the lag gauge shows the worst of the last ~10 s, so a scrape sees short stalls
 
 
 def probe_outcome(outcome: Outcome, latency: float, slow_threshold: float) -> str:
@@ -93,7 +94,7 @@ class Metrics:
     """
 
     def __init__(self, config: Config, hub: Hub, *, clock: Clock | None = None,
-                 lag_interval: float = LAG_INTERVAL) -> None:
+                 lag_interval: float = LAG_INTERVAL, wakeups: Wakeups | None = None) -> None:
         self.config = config
         self.hub = hub
         self._clock = clock or SystemClock()
@@ -113,6 +114,7 @@ class Metrics:
         self._snapshot: Published | None = None
         self._lag: deque[float] = deque(maxlen=LAG_WINDOW)
         self._lag_interval = lag_interval
+        self._wakeups = wakeups or Wakeups()  # the daemon's plan of probe starts, which the lag samples join
         self._create_instruments()
         self.tracing = tracing.from_environment(config.service, __version__)
         self._lag_task = asyncio.get_running_loop().create_task(self._sample_lag(), name="metrics:loop-lag")
@@ -347,12 +349,19 @@ class Metrics:
             return []
 
     async def _sample_lag(self) -> None:
-        """Measure how late a sleep wakes up: the time the loop spent busy with something else."""
+        """Measure how late a timer fires: the time the loop spent busy with something else.
+
+        A sample is taken at the next probe start the daemon has planned (``Wakeups``), from a fifth of
+        ``lag_interval`` to 3 x ``lag_interval`` ahead, else ``lag_interval`` ahead: sampling then costs the idle
+        daemon no wake-up of its own.
+        """
         loop = asyncio.get_running_loop()
+        step = self._lag_interval
         while True:
-            start = loop.time()
-            await asyncio.sleep(self._lag_interval)
-            self._lag.append(max(0.0, loop.time() - start - self._lag_interval))
+            now = loop.time()
+            at = self._wakeups.join(now, now + step / 5, now + 3 * step, now + step)
+            await asyncio.sleep(at - now)
+            self._lag.append(max(0.0, loop.time() - at))
 
     # -- output ----------------------------------------------------------------------------------------
 

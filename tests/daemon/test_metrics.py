@@ -26,6 +26,7 @@ from failsoft.daemon.config import Config, parse_config
 from failsoft.daemon.hub import Hub
 from failsoft.daemon.metrics import PROBE_OUTCOMES, Metrics, probe_outcome
 from failsoft.daemon.state import ServiceState
+from failsoft.policies.cadence import Wakeups
 from failsoft.probes.base import OK, Outcome, Verdict
 
 CONFIG = """
@@ -348,6 +349,22 @@ async def test_metrics_use_their_own_registry(config: Config) -> None:
     finally:
         await first.metrics.aclose()
         await second.metrics.aclose()
+
+
+async def test_the_lag_sampler_wakes_with_the_next_planned_probe_start(config: Config) -> None:
+    """The lag is sampled at a probe start the daemon planned (``Wakeups``), so it costs no wake-up of its own:
+    with a start planned 0.1 s ahead and a 10 s sampling interval, the first sample is taken then, and it measures
+    the lateness against that start."""
+    loop = asyncio.get_running_loop()
+    wakeups = Wakeups()
+    planned = wakeups.join(loop.time(), loop.time(), loop.time() + 1, loop.time() + 0.1)
+    metrics = Metrics(config, Hub(), clock=ManualClock(), lag_interval=10.0, wakeups=wakeups)
+    try:
+        await until(lambda: metrics._lag, within=5, what="a lag sample at the planned start")
+        assert loop.time() >= planned
+        assert 0 <= metrics._lag[0] < 5
+    finally:
+        await metrics.aclose()
 
 
 async def test_aclose_stops_the_lag_sampler_and_unregisters(config: Config) -> None:
