@@ -353,14 +353,25 @@ async def test_metrics_use_their_own_registry(config: Config) -> None:
 
 async def test_the_lag_sampler_wakes_with_the_next_planned_probe_start(config: Config) -> None:
     """The lag is sampled at a probe start the daemon planned (``Wakeups``), so it costs no wake-up of its own:
-    with a start planned 0.1 s ahead and a 10 s sampling interval, the first sample is taken then, and it measures
-    the lateness against that start."""
+    with a start planned 0.3 s ahead and a 1 s sampling interval, the first sample is taken at that start, and
+    measures the lateness against it."""
+
+    class Watched(Wakeups):
+        def __init__(self) -> None:
+            super().__init__()
+            self.answers: list[float] = []
+
+        def join(self, now: float, lo: float, hi: float, own: float) -> float:
+            self.answers.append(super().join(now, lo, hi, own))
+            return self.answers[-1]
+
     loop = asyncio.get_running_loop()
-    wakeups = Wakeups()
-    planned = wakeups.join(loop.time(), loop.time(), loop.time() + 1, loop.time() + 0.1)
-    metrics = Metrics(config, Hub(), clock=ManualClock(), lag_interval=10.0, wakeups=wakeups)
+    wakeups = Watched()
+    planned = wakeups.join(loop.time(), loop.time(), loop.time() + 1, loop.time() + 0.3)
+    metrics = Metrics(config, Hub(), clock=ManualClock(), lag_interval=1.0, wakeups=wakeups)
     try:
-        await until(lambda: metrics._lag, within=5, what="a lag sample at the planned start")
+        await until(lambda: metrics._lag, within=5, what="a lag sample")
+        assert wakeups.answers[1] == planned  # the sampler's first wait ended at the planned start
         assert loop.time() >= planned
         assert 0 <= metrics._lag[0] < 5
     finally:
