@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from failsoft.daemon import stream
 from failsoft.daemon.api import Runtime, build_app
+from failsoft.daemon.app import Daemon
 from failsoft.daemon.clock import ManualClock
 from failsoft.daemon.config import parse_config
 from failsoft.daemon.cors import parse_origin
@@ -260,3 +262,24 @@ async def test_every_answer_is_listed_in_the_openapi_fragment(make_client: Calla
     options = await (await client.get("/status-page.json")).json()
     jsonschema.validate(options, doc["components"]["schemas"]["StatusPageOptions"])
     assert sorted(doc["components"]["parameters"]["AssetName"]["schema"]["enum"]) == sorted(ASSETS)
+
+
+async def test_the_daemon_keeps_cors_headers_on_service_level_and_answers_before_routing_without_cors() -> None:
+    """The whole daemon: with ``http.cors_origins`` a plain ``GET /service-level`` is routed, so the CORS hook adds
+    its headers (``api.front``, which answers before routing, would skip them); without it the same read is
+    answered by ``front`` with the same State."""
+    base = 'service: cors-test\ndependencies: {db: {kind: tcp, address: "127.0.0.1:1", interval: 1s}}\n'
+    for http, expect_cors in ((f'http: {{listen: "127.0.0.1:0", cors_origins: ["{APP}"]}}\n', True),
+                              ('http: {listen: "127.0.0.1:0"}\n', False)):
+        daemon = await Daemon.start(parse_config(http + base, {}))
+        try:
+            await daemon.runtime.hub.wait_past(0, 10)
+            server = daemon.runner.server
+            assert server is not None
+            assert (server.request_handler.__qualname__ == "front.<locals>.handle") is not expect_cors
+            async with aiohttp.ClientSession() as session, session.get(
+                    f"http://127.0.0.1:{daemon.port}/service-level", headers={"Origin": APP}) as resp:
+                assert resp.headers.get("Access-Control-Allow-Origin") == (APP if expect_cors else None)
+                assert (await resp.json())["service"] == "cors-test"
+        finally:
+            await daemon.stop()
