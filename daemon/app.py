@@ -11,6 +11,7 @@ import errno
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
@@ -20,9 +21,6 @@ from failsoft.daemon import api, fleetapi, httpguard, ofrep, openapi, statuspage
 from failsoft.daemon.breaker import Breaker
 from failsoft.daemon.clock import Clock, SystemClock
 from failsoft.daemon.config import Config
-from failsoft.daemon.fleet import Fleet
-from failsoft.daemon.fleetmetrics import FleetMetrics
-from failsoft.daemon.fleetpub import FleetPublisher
 from failsoft.daemon.hub import Hub
 from failsoft.daemon.metrics import Metrics
 from failsoft.daemon.publish_redis import RedisPublisher
@@ -34,6 +32,9 @@ from failsoft.policies.model import DependencyStatus
 from failsoft.probes import KINDS
 from failsoft.probes import http as http_probe
 from failsoft.probes.base import Probe, ProbeHooks
+
+if TYPE_CHECKING:
+    from failsoft.daemon.fleet import Fleet
 
 log = structlog.get_logger("failsoft.daemon")
 
@@ -95,7 +96,7 @@ class Daemon:
             )
 
         # Fleet mode: the fleet runs the shared dependencies' schedulers while this pod is their prober.
-        fleet = Fleet(config, state.boot, inbox.put_nowait, clock, make_scheduler) if config.fleet else None
+        fleet = _make_fleet(config, state.boot, inbox.put_nowait, clock, make_scheduler)
         report = inbox.put_nowait if fleet is None else fleet.on_own_result
         schedulers = [make_scheduler(name, report) for name in config.dependencies
                       if fleet is None or name not in fleet.by_dependency]
@@ -130,9 +131,7 @@ class Daemon:
         if publisher is not None:
             await publisher.start()
         if fleet is not None:
-            FleetMetrics(metrics, fleet)
-            runtime.tasks.update(fleet.start())
-            runtime.tasks["fleet:publish"] = FleetPublisher(config, fleet, hub, clock).start()
+            runtime.tasks.update(_start_fleet(fleet, config, hub, metrics, clock))
         runtime.tasks["owner"] = asyncio.create_task(run_owner(state, inbox, hub, refresh=heartbeat), name="owner")
         for s in schedulers:
             runtime.tasks[f"probe:{s.name}"] = asyncio.create_task(s.run(), name=f"probe:{s.name}")
@@ -177,6 +176,28 @@ class Daemon:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.runner.cleanup(), SHUTDOWN_GRACE + 0.5)
         log.info("stopped")
+
+
+def _make_fleet(config: Config, boot: str, inbox: Callable[[DependencyStatus], None], clock: Clock,
+                make_scheduler: Callable[[str, Callable[[DependencyStatus], None]], DependencyScheduler],
+                ) -> Fleet | None:
+    """Fleet mode's coordinator when the config has a ``fleet`` section. Its modules are imported only then: a
+    daemon without a fleet is ~1 MiB smaller."""
+    if not config.fleet:
+        return None
+    from failsoft.daemon.fleet import Fleet
+
+    return Fleet(config, boot, inbox, clock, make_scheduler)
+
+
+def _start_fleet(fleet: Fleet, config: Config, hub: Hub, metrics: Metrics, clock: Clock
+                 ) -> dict[str, asyncio.Task[None]]:
+    """The fleet's tasks (leases, probers, the publisher), its metrics registered."""
+    from failsoft.daemon.fleetmetrics import FleetMetrics
+    from failsoft.daemon.fleetpub import FleetPublisher
+
+    FleetMetrics(metrics, fleet)
+    return {**fleet.start(), "fleet:publish": FleetPublisher(config, fleet, hub, clock).start()}
 
 
 def _probe_factory(

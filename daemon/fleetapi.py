@@ -6,13 +6,14 @@ An adapter over ``Fleet``: it reads Redis on each request and keeps no state of 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from failsoft.daemon.api import error, json_response
-from failsoft.daemon.fleet import Fleet
-from failsoft.daemon.fleetparts import REDIS_ERRORS, describe_error
+
+if TYPE_CHECKING:  # fleet mode's modules are imported only when a config has a fleet section (app.py)
+    from failsoft.daemon.fleet import Fleet
 
 POD_FIELDS = ("pod", "level", "seq", "boot", "updated_at")
 
@@ -23,6 +24,8 @@ def routes(fleet: Fleet | None, service: str) -> list[web.RouteDef]:
     async def get_fleet(_: web.Request) -> web.Response:
         if fleet is None:
             return error(404, "fleet_off", "fleet mode is off: this daemon's config has no `fleet` section")
+        from failsoft.daemon.fleetparts import REDIS_ERRORS, describe_error
+
         if fleet.client is None:
             return error(503, "starting", "the daemon is starting")
         try:
