@@ -1,10 +1,9 @@
 """The State key, the pub/sub channel and the stream in Redis, kept in step and never in the daemon's way.
 
 A hub listener (synchronous, O(events)) only records the newest State and queues the events; one background task
-does all the IO on its own client (never the probe's), with no client-side retries and short socket timeouts. Each
-write is one MULTI/EXEC (on a connection of its own, sent whole before a reply is read):
-``SET P:S:state`` with the newest State, then ``PUBLISH`` and ``XADD`` per event, so the
-key, the channel and the stream move together and in seq order.
+does all the IO on its own connection (never the probe's), with no client-side retries and a short deadline per
+write. Each write is one MULTI/EXEC, sent whole before a reply is read: ``SET P:S:state`` with the newest State,
+then ``PUBLISH`` and ``XADD`` per event, so the key, the channel and the stream move together and in seq order.
 
 Delivery around an outage:
 
@@ -30,8 +29,8 @@ from typing import Any
 
 import orjson
 import structlog
-from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection as Connection
+from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
@@ -79,8 +78,7 @@ class RedisPublisher:
         self._wake = asyncio.Event()
         self._closed = False  # set by aclose: the writer loop ends even if a library swallowed the cancellation
         self._task: asyncio.Task[None] | None = None
-        self._client: Redis | None = None
-        self._conn: Connection | None = None  # the publisher's own connection (``_transaction``)
+        self._conn: Connection | None = None  # its own connection, made at start (``_connection``)
 
     # -- the hub side: synchronous, never blocks, never raises into the state owner ------------------------
 
@@ -102,7 +100,7 @@ class RedisPublisher:
 
     async def start(self) -> None:
         """Follow the hub and start the writer task; connecting happens in the background."""
-        self._client = _client(self.settings.redis_url)
+        self._conn = _connection(self.settings.redis_url)
         self.hub.add_listener(self.on_publish)
         if self.hub.current is not None:
             self._latest = self.hub.current
@@ -115,15 +113,13 @@ class RedisPublisher:
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=CLOSE_FLUSH)
-        if self._client is None:
+        if self._conn is None:
             return
         if self._backlog and not self._failing:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._write(), CLOSE_FLUSH)
         with contextlib.suppress(Exception):
-            if self._conn is not None:
-                await asyncio.wait_for(self._conn.disconnect(), CLOSE_FLUSH)
-            await asyncio.wait_for(self._client.aclose(), CLOSE_FLUSH)
+            await asyncio.wait_for(self._conn.disconnect(), CLOSE_FLUSH)
 
     # -- the writer task -------------------------------------------------------------------------------------
 
@@ -164,7 +160,7 @@ class RedisPublisher:
 
     async def _write(self) -> None:
         """One MULTI: the newest State, the next batch of events, and the resync once caught up."""
-        assert self._client is not None and self._latest is not None
+        assert self._latest is not None
         latest = self._latest
         batch = [self._backlog[i] for i in range(min(BATCH, len(self._backlog)))]
         resync = self._resync and len(batch) == len(self._backlog)
@@ -188,18 +184,15 @@ class RedisPublisher:
     async def _transaction(self, commands: list[tuple[str | int | bytes, ...]]) -> list[Any]:
         """``commands`` in one MULTI/EXEC on the publisher's own connection; EXEC's replies.
 
-        The connection is held, not taken from the pool per write, and the transaction is written to the socket
+        The connection is held, not taken from a pool per write, and the transaction is written to the socket
         in this very step, before any reply is read: a change reaches Redis's subscribers ~0.5 ms sooner than
         through redis-py's pipeline, which takes a connection, checks it can read, and, with a socket timeout,
         writes from a task of its own a loop iteration later. One deadline bounds the whole exchange instead. Any
-        error drops the connection (a half-read reply must not be read as the next one's) and is raised for
-        ``_failed``.
+        error disconnects (a half-read reply must not be read as the next one's; the next write reconnects) and
+        is raised for ``_failed``.
         """
-        assert self._client is not None
         conn = self._conn
-        if conn is None:
-            pool = self._client.connection_pool
-            conn = self._conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        assert conn is not None
         try:
             async with asyncio.timeout(SOCKET_TIMEOUT):
                 await conn.send_packed_command(conn.pack_commands([("MULTI",), *commands, ("EXEC",)]),
@@ -208,7 +201,6 @@ class RedisPublisher:
                     await conn.read_response()
                 return _exec_replies(await conn.read_response())
         except BaseException as exc:
-            self._conn = None
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
             if isinstance(exc, TimeoutError):
@@ -256,18 +248,15 @@ def _exec_replies(replies: Any) -> list[Any]:
     return replies
 
 
-def _client(url: str) -> Redis:
-    # Its own client, never the probe's. redis-py retries by default (with back-off, seconds each): here a failed
-    # write is reported at once and retried by our own loop, which keeps the newest State meanwhile.
-    return Redis.from_url(
-        url,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=SOCKET_TIMEOUT,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-        client_name="failsoft-publisher",
-        max_connections=2,
-    )
+def _connection(url: str) -> Connection:
+    """The publisher's own connection (never the probe's), not connected yet: the first write connects, and the
+    next one after a failure reconnects. redis-py retries by default (with back-off, seconds each): here a failed
+    write is reported at once and retried by our own loop, which keeps the newest State meanwhile. No socket
+    timeout: ``_transaction`` bounds each exchange with one deadline."""
+    pool = ConnectionPool.from_url(url, socket_connect_timeout=SOCKET_TIMEOUT, retry=Retry(NoBackoff(), 0),
+                                   health_check_interval=0, client_name="failsoft-publisher")
+    conn: Connection = pool.make_connection()  # type: ignore[no-untyped-call]
+    return conn
 
 
 def _describe(exc: BaseException) -> str:
