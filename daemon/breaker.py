@@ -39,9 +39,16 @@ class Breaker:
         self._successes = 0  # consecutive successes while half open
         self._attempt = 0  # consecutive failed re-probes while open: the backoff exponent
         self.evidence = Evidence()  # a kept connection dropped since the last success (see policies.evidence)
-        # Where the last delay was drawn from when the next probe may move within it (a steady dependency: the
-        # interval plus its jitter), else None (confirming, backing off, rate limited: the delay is meant as is).
-        self.window: tuple[float, float] | None = None
+
+    @property
+    def window(self) -> tuple[float, float] | None:
+        """The delays the next probe may start between when it may move at all: a steady dependency (closed, no
+        failure, no rate limit) anywhere in its interval plus jitter, the range its delay is drawn from; None
+        otherwise (confirming, backing off, rate limited: the delay is meant as is)."""
+        st, s = self.status, self.settings
+        if st.breaker is not CLOSED or st.consecutive_failures or st.retry_at is not None:
+            return None
+        return s.interval, s.interval * (1 + s.jitter)
 
     def connection_lost(self) -> None:
         """A kept connection to the dependency dropped: the next refused connect proves a crash."""
@@ -148,7 +155,6 @@ class Breaker:
 
     def _delay(self, verdict: Verdict, outcome: Outcome) -> float:
         s, st = self.settings, self.status
-        self.window = None
         if verdict is Verdict.FATAL:
             delay = s.down_interval.max  # waiting will not heal it; do not hammer
         elif st.breaker is OPEN:
@@ -160,6 +166,4 @@ class Breaker:
             delay = s.fast_interval  # confirm a suspected failure (or a recovery) quickly
         else:
             delay = s.interval * (1 + s.jitter * self._rng.random())
-            if delay >= (outcome.retry_after or 0.0):
-                self.window = (s.interval, s.interval * (1 + s.jitter))
         return max(delay, outcome.retry_after or 0.0)
