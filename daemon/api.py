@@ -13,6 +13,7 @@ from aiohttp import hdrs, web
 
 from failsoft.daemon import cors, httpdeadline, limits
 from failsoft.daemon.config import Config
+from failsoft.daemon.httpdeadline import Handler
 from failsoft.daemon.hub import Hub, Published
 from failsoft.daemon.identity import etag_matches, index_is_current, parse_index
 from failsoft.daemon.state import OverrideCommand
@@ -53,9 +54,6 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(data), content_type=JSON)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
 def guarded(handler: Handler, method: str) -> Handler:
     """``handler`` with every HTTP error it raises answered with the contract's JSON error body, and, when ``method``
     carries a body, under the body deadline (``httpdeadline``).
@@ -80,7 +78,7 @@ def _error_of(request: web.Request, exc: web.HTTPException) -> web.Response:
     if isinstance(exc, web.HTTPMethodNotAllowed):
         return _method_not_allowed(request, exc.allowed_methods)
     if isinstance(exc, web.HTTPNotFound):
-        return error(404, "not_found", f"no such endpoint: {request.path}")
+        return _not_found(request)
     return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
 
 
@@ -89,18 +87,16 @@ def _method_not_allowed(request: web.Request, methods: Iterable[str]) -> web.Res
     return error(405, "method_not_allowed", f"{request.method} is not allowed here; use {allowed}", Allow=allowed)
 
 
-def allowed_methods(request: web.Request) -> frozenset[str]:
-    """The methods the requested path answers; none for a path that is not an endpoint."""
-    resource = request.match_info.route.resource
-    return frozenset(r.method for r in resource or () if r.method != hdrs.METH_ANY)
+def _not_found(request: web.BaseRequest) -> web.Response:
+    return error(404, "not_found", f"no such endpoint: {request.path}")
 
 
 async def _wrong_method(request: web.Request) -> web.Response:
-    return _method_not_allowed(request, allowed_methods(request))
+    return _method_not_allowed(request, cors.allowed_methods(request))
 
 
 async def _no_endpoint(request: web.Request) -> web.Response:
-    return error(404, "not_found", f"no such endpoint: {request.path}")
+    return _not_found(request)
 
 
 def _answer_the_rest(app: web.Application) -> None:
@@ -111,8 +107,6 @@ def _answer_the_rest(app: web.Application) -> None:
         if isinstance(resource, web.Resource):  # every route-based one (not a static folder: we have none)
             resource.add_route(hdrs.METH_ANY, _wrong_method)
     app.router.add_route(hdrs.METH_ANY, "/{path:.*}", _no_endpoint)
-
-
 
 
 def parse_http_duration(raw: str) -> float:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 ADMIN_PREFIXES = ("/override", "/_demo")  # never readable cross-origin, whatever the method
@@ -54,6 +54,13 @@ def _readable(request: web.Request, method: str) -> bool:
     return method in SAFE_METHODS and not request.path.startswith(ADMIN_PREFIXES)
 
 
+def allowed_methods(request: web.Request) -> frozenset[str]:
+    """The methods the requested path answers; none for a path that is not an endpoint (the routes for any other
+    method, ``*``, answer 405 or 404: ``api.build_app``)."""
+    resource = request.match_info.route.resource
+    return frozenset(r.method for r in resource or () if r.method != hdrs.METH_ANY)
+
+
 def install(app: web.Application, origins: tuple[str, ...]) -> None:
     """Answer preflights and add ``Access-Control-Allow-Origin`` for the listed origins; nothing when none."""
     if not origins:
@@ -80,7 +87,7 @@ def install(app: web.Application, origins: tuple[str, ...]) -> None:
         asked = request.headers.get("Access-Control-Request-Method")
         if request.method != "OPTIONS" or asked is None:
             return await handler(request)
-        endpoint = any(route.method == "GET" for route in request.match_info.route.resource or ())
+        endpoint = "GET" in allowed_methods(request)
         origin = request.headers.get("Origin")
         if origin not in allowed or not endpoint or not _readable(request, asked.upper()):
             why = ("this origin is not in http.cors_origins" if origin not in allowed

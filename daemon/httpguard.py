@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import resource
 import socket
-from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import orjson
@@ -22,10 +21,10 @@ from aiohttp.web_protocol import RequestHandler
 
 from failsoft.daemon import limits
 from failsoft.daemon.api import error
+from failsoft.daemon.httpdeadline import Handler
 from failsoft.daemon.logguard import RateLimit, excerpt
 
 log = structlog.get_logger("failsoft.http")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # aiohttp's own limits, handed to every connection's handler (and to the runner, so both agree).
 HANDLER_LIMITS: dict[str, Any] = {
