@@ -200,7 +200,7 @@ class Hub:
             pe = PublishedEvent(e.seq, e.type, data, orjson.dumps(data))
             self.ring.append(pe)
             out.append(pe)
-        if out:
+        if out and self._subscriptions:
             batch = Batch(tuple(out))
             for sub in list(self._subscriptions):
                 sub.offer(batch)
