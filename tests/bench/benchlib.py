@@ -8,7 +8,6 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -110,9 +109,3 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def rss_kib(pid: int) -> int:
-    """A process's resident set size in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0

@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
 
-from support import DaemonProcess
+from support import DaemonProcess, pg_monitoring_connections, rss_kib
 
 from failsoft.devtools.llmsim import ThreadedSimulator
 from failsoft.devtools.localservers import PostgresServer, RedisServer
@@ -51,28 +50,6 @@ dependencies:
   db: {{kind: postgres, dsn: "{pg.dsn}"}}
   openai: {json.dumps(sim.dependency_config("openai"))}
 """
-
-
-def pg_connections(dsn: str) -> int:
-    """Backends opened by failsoft probes."""
-
-    async def count() -> int:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return int(await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'failsoft'"))
-        finally:
-            await conn.close()
-
-    return asyncio.run(count())
-
-
-def rss_kib(pid: int) -> int:
-    """Resident memory of a process."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def until(check: Any, timeout: float, what: str) -> Any:
@@ -130,7 +107,7 @@ def measure(n: int, pg: PostgresServer, rd: RedisServer, sim: ThreadedSimulator)
         before, t = sim.requests("openai"), time.monotonic()
         time.sleep(WINDOW)
         rate = (sim.requests("openai") - before) / (time.monotonic() - t)
-        conns = pg_connections(pg.dsn)
+        conns = pg_monitoring_connections(pg.dsn)
         rss = [rss_kib(d.proc.pid) / 1024 for d in daemons if d.proc is not None]
         rows.append((f"fleet N={n}: simulator requests/s (openai, interval {INTERVAL:g}s)", "1", f"{rate:.2f}/s",
                      "", ""))

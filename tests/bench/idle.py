@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import Figure, Rows, rss_kib
+from benchlib import Figure, Rows
 from serving import cpu_seconds
 
 from failsoft.devtools.localservers import PostgresServer, RedisServer
@@ -48,7 +48,7 @@ def bench_idle(rows: Rows, quick: bool) -> None:
 def _idle(rows: Rows, quick: bool, pg: PostgresServer, rd: RedisServer, loop: str, *,
           python: str = sys.executable, what: str = "") -> None:
     """CPU % of one core over a quiet window (after a warm-up), and RSS, for 10 dependencies at 1 Hz."""
-    from support import DaemonProcess
+    from support import DaemonProcess, rss_kib
 
     what = what or loop
     window = 20 if quick else 60

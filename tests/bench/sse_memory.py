@@ -19,17 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
 
-from support import DaemonProcess, request, wait_for
+from support import DaemonProcess, request, rss_kib, wait_for
 
 STEPS = (0, 500, 1000, 2000, 4000)
 
 
 def rss_mib(pid: int) -> float:
     """The resident set of a process, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
+    return rss_kib(pid) / 1024
 
 
 def subscribers(url: str) -> int:

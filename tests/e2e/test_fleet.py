@@ -8,7 +8,6 @@ nothing here asserts a duration (the bench measures them).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import re
@@ -22,14 +21,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 import pytest
 import redis
 from redis.cluster import RedisCluster
 from rediscluster import RedisClusterServer
 from schemas import problems
-from support import IN_CI, SECRETS, DaemonProcess, request, wait_for
+from support import IN_CI, SECRETS, DaemonProcess, pg_monitoring_connections, request, wait_for
 
 from failsoft.devtools.llmsim import ThreadedSimulator
 from failsoft.devtools.localservers import ServerError, free_port
@@ -148,20 +146,6 @@ def metric(d: DaemonProcess, name: str, dependency: str) -> float:
     text = d.get("/metrics")[1]
     found = re.findall(rf'^{name}\{{dependency="{dependency}"\}} ([0-9.e+]+)$', text, re.M)
     return float(found[0]) if found else 0.0
-
-
-def pg_monitoring_connections(dsn: str) -> int:
-    """Backends on PostgreSQL opened by failsoft probes (application_name failsoft)."""
-
-    async def count() -> int:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return int(await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'failsoft'"))
-        finally:
-            await conn.close()
-
-    return asyncio.run(count())
 
 
 class Subscriber:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import SECRETS, DaemonProcess
+from support import SECRETS, DaemonProcess, rss_kib
 
 pytestmark = pytest.mark.e2e
 
@@ -73,13 +73,10 @@ def status_of(answer: bytes) -> int | None:
     return int(line[1])
 
 
-def rss_kib(d: DaemonProcess) -> int:
+def daemon_rss_kib(d: DaemonProcess) -> int:
     """The daemon's resident memory."""
     assert d.proc is not None
-    for line in Path(f"/proc/{d.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    return rss_kib(d.proc.pid)
 
 
 ODD = st.sampled_from([b"", b"\x00", b"\xff\xfe", b"\xc2\xb2", b"%00", b"%FF", b"%C2%B2", b"9" * 5000, b"-1", b"1e9",
@@ -164,7 +161,7 @@ def test_fuzzed_requests_never_get_a_5xx_nor_a_traceback(daemon: DaemonProcess) 
     port = port_of(daemon)
     seq = daemon.state()["seq"]
     offset = len(daemon.output())
-    rss_before = rss_kib(daemon)
+    rss_before = daemon_rss_kib(daemon)
     seen: dict[int | None, int] = {}
 
     @settings(max_examples=400, deadline=None, derandomize=True,
@@ -177,11 +174,11 @@ def test_fuzzed_requests_never_get_a_5xx_nor_a_traceback(daemon: DaemonProcess) 
 
     one()
     print(f"\n  statuses seen: {dict(sorted(seen.items(), key=lambda kv: str(kv[0])))}")
-    print(f"  RSS {rss_before} -> {rss_kib(daemon)} KiB")
+    print(f"  RSS {rss_before} -> {daemon_rss_kib(daemon)} KiB")
     output = daemon.output()[offset:]
     assert "Traceback" not in output
     assert '"level":"error"' not in output and '"level":"critical"' not in output
-    assert rss_kib(daemon) - rss_before < 64 * 1024
+    assert daemon_rss_kib(daemon) - rss_before < 64 * 1024
     state = daemon.state()
     assert state["level"] == "full"
     changes = [e for e in daemon.get("/history?limit=1000")[1] if e["type"] == "level_changed" and e["seq"] > seq]
@@ -193,7 +190,7 @@ def test_fuzzed_requests_never_get_a_5xx_nor_a_traceback(daemon: DaemonProcess) 
 def test_ten_megabyte_bodies_are_refused_without_being_read(daemon: DaemonProcess) -> None:
     """A 10 MB override body, announced or chunked, is a 413 with the error body; memory does not grow by it."""
     port = port_of(daemon)
-    before = rss_kib(daemon)
+    before = daemon_rss_kib(daemon)
     head = f"POST /override HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n".encode()
     body = b'{"level": "' + b"x" * 10_000_000 + b'"}'
     announced = exchange(port, head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body, 10, whole=True)
@@ -203,7 +200,7 @@ def test_ten_megabyte_bodies_are_refused_without_being_read(daemon: DaemonProces
     for answer in (announced, chunked):
         assert status_of(answer) == 413, answer[:300]
         assert b'"code":"body_too_large"' in answer
-    assert rss_kib(daemon) - before < 32 * 1024
+    assert daemon_rss_kib(daemon) - before < 32 * 1024
 
 
 @pytest.mark.parametrize(("body", "code"), [

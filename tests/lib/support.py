@@ -318,3 +318,26 @@ def request(
     except ValueError:
         parsed = raw.decode(errors="replace")
     return status, parsed, hdrs
+
+
+def rss_kib(pid: int) -> int:
+    """A process's resident set size in KiB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def pg_monitoring_connections(dsn: str) -> int:
+    """Backends on PostgreSQL opened by failsoft probes (application_name failsoft)."""
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'failsoft'"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
