@@ -295,18 +295,24 @@ async def test_a_stream_opened_before_the_first_state_waits_for_it() -> None:
         await runner.cleanup()
 
 
+async def open_stuck_reader(url: str) -> socket.socket:
+    """An event stream opened by a reader that will never read: a small receive buffer, the request sent."""
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.setblocking(False)
+    host, port = url.removeprefix("http://").split(":")
+    await asyncio.get_running_loop().sock_connect(stuck, (host, int(port)))
+    stuck.send(b"GET /service-level/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    return stuck
+
+
 async def test_a_reader_that_never_reads_is_dropped_and_the_others_see_every_event() -> None:
     """A stuck reader fills its socket, then its bounded queue; it is cut off. A reading one gets all events."""
     streams = stream.EventStreams(queue_size=8)
     async with serve(streams) as s:
         good = await open_stream(s)
         await read_frames(good, 1)
-        stuck = socket.socket()
-        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stuck.setblocking(False)
-        host, port = s.url.removeprefix("http://").split(":")
-        await asyncio.get_running_loop().sock_connect(stuck, (host, int(port)))
-        stuck.send(b"GET /service-level/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        stuck = await open_stuck_reader(s.url)
         await until(lambda: s.hub.subscribers == 2, what="the stuck reader to subscribe")
         first = s.seq + 1
         received: list[int] = []
@@ -337,12 +343,7 @@ async def test_a_stalled_reader_holds_a_bounded_number_of_bytes_before_it_is_dro
     reads is dropped once its socket and the bounded user-space buffer are full, having been sent a bounded
     number of bytes (not the megabytes an auto-tuned socket buffer takes), while a reading stream gets them all."""
     async with serve() as s:
-        stuck = socket.socket()
-        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stuck.setblocking(False)
-        host, port = s.url.removeprefix("http://").split(":")
-        await asyncio.get_running_loop().sock_connect(stuck, (host, int(port)))
-        stuck.send(b"GET /service-level/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        stuck = await open_stuck_reader(s.url)
         await until(lambda: s.hub.subscribers == 1, what="the stuck reader to subscribe")
         sent = 0
         while s.hub.subscribers == 1 and sent < 64 * 1024 * 1024:
