@@ -177,13 +177,14 @@ def kill_postgres(lab: Lab) -> Scenario:
 def stop_postgres(lab: Lab) -> Scenario:
     """A graceful stop: SIGINT, PostgreSQL's fast shutdown (what ``pg_ctl stop`` does), then the process exits."""
     pg = _postgres(lab)
+    return Scenario({"kind": "postgres", "dsn": pg.dsn}, lambda: _fast_shutdown(pg))
 
-    def stop() -> None:
-        assert pg.proc is not None
-        pg.proc.send_signal(signal.SIGINT)
-        pg.proc.wait(30)
 
-    return Scenario({"kind": "postgres", "dsn": pg.dsn}, stop)
+def _fast_shutdown(pg: PostgresServer) -> None:
+    """SIGINT, PostgreSQL's fast shutdown, and the wait for the postmaster to exit."""
+    assert pg.proc is not None
+    pg.proc.send_signal(signal.SIGINT)
+    pg.proc.wait(30)
 
 
 def stop_redis(lab: Lab) -> Scenario:
@@ -218,9 +219,7 @@ def postgres_in_recovery(lab: Lab) -> Scenario:
     pg = _postgres(lab)
 
     def to_standby() -> None:
-        assert pg.proc is not None
-        pg.proc.send_signal(signal.SIGINT)
-        pg.proc.wait(30)
+        _fast_shutdown(pg)
         signal_file = pg.data / "standby.signal"
         signal_file.touch()
         if pg.user is not None:
