@@ -91,6 +91,18 @@ def make(behaviour: Callable[[ScriptedProbe], object], settings: ProbeSettings |
     return scheduler, holder[0], reports
 
 
+def raising_once_set(exc: Exception) -> tuple[asyncio.Event, Callable[[ScriptedProbe], object]]:
+    """A probe behaviour that answers OK until the event is set, then raises ``exc`` on every check."""
+    switch = asyncio.Event()
+
+    def behaviour(_: ScriptedProbe) -> object:
+        if switch.is_set():
+            raise exc
+        return OK
+
+    return switch, behaviour
+
+
 async def hang_ignoring_cancel(probe: ScriptedProbe) -> Outcome:
     """A probe stuck in something that does not honour cancellation until released (a blocked driver)."""
     while not probe.release.is_set():
@@ -303,13 +315,7 @@ async def test_a_failing_dependency_is_reprobed_at_fast_interval_then_opens() ->
     as a dropped connection does). The failures are resets, not refusals: after a dropped connection a refused
     connect would prove a crash and be down at once (test_a_crash_is_down_on_the_first_refused_reprobe)."""
     settings = ProbeSettings(interval=3600, timeout=TIMEOUT, fast_interval=0.05, unhealthy_threshold=3, jitter=0)
-    failing = asyncio.Event()
-
-    def behaviour(_: ScriptedProbe) -> object:
-        if failing.is_set():
-            raise ConnectionResetError(104, "reset")
-        return OK
-
+    failing, behaviour = raising_once_set(ConnectionResetError(104, "reset"))
     scheduler, probe, reports = make(behaviour, settings)
     task = asyncio.create_task(scheduler.run())
     try:
@@ -454,13 +460,7 @@ async def test_a_crash_is_down_on_the_first_refused_reprobe() -> None:
     """A kept connection drops (connection_lost) and the re-probe is refused: the scheduler reports down after
     that one probe, not after unhealthy_threshold of them."""
     settings = ProbeSettings(interval=30.0, timeout=TIMEOUT, unhealthy_threshold=3)
-    crashed = asyncio.Event()
-
-    def behaviour(_: ScriptedProbe) -> object:
-        if crashed.is_set():
-            raise ConnectionRefusedError(111, "Connect call failed")
-        return OK
-
+    crashed, behaviour = raising_once_set(ConnectionRefusedError(111, "Connect call failed"))
     scheduler, probe, reports = make(behaviour, settings)
     task = asyncio.create_task(scheduler.run())
     try:
